@@ -1,0 +1,2 @@
+export * from './kafka-mock.js';
+export * from './redis.js';

@@ -1,0 +1,4 @@
+export { migrate } from './migrate.js';
+export { sql, sqlWith } from './sql.js';
+export { ensureLocalKey, type LocalKey } from './local-key.js';
+export { up } from './up.js';

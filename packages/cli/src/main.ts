@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+// The `glitch` command. Composition root: the only place that reads process.env.
+import { ConfigError } from '@glitch/config';
+import { migrate } from './migrate.js';
+import { sql } from './sql.js';
+import { up } from './up.js';
+
+const USAGE = `usage: glitch <command>
+
+commands:
+  up              start the all-in-one sensor (forwarder) on 127.0.0.1:8787
+  sql "<query>"   run analytics SQL against ClickHouse (embedded chDB, or GLITCH_CLICKHOUSE_URL)
+  migrate         create the database and apply pending migrations
+  help            show this text`;
+
+const out = (line: string) => process.stdout.write(line + '\n');
+
+async function main(argv: string[]): Promise<number> {
+  const [command] = argv;
+  switch (command) {
+    case 'up': {
+      const stop = await up(process.env, out);
+      await new Promise<void>((resolve) => {
+        const onSignal = (signal: NodeJS.Signals) => {
+          process.stdout.write(`\n${signal}: draining in-flight requests…\n`);
+          resolve();
+        };
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+      });
+      await stop();
+      return 0;
+    }
+    case 'sql': {
+      const query = argv.slice(1).join(' ').trim();
+      if (!query) {
+        process.stderr.write('usage: glitch sql "<query>"\n');
+        return 2;
+      }
+      await sql(process.env, query, out);
+      return 0;
+    }
+    case 'migrate':
+      await migrate(process.env, out);
+      return 0;
+    case undefined:
+    case 'help':
+    case '--help':
+      process.stdout.write(USAGE + '\n');
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`unknown command: ${command}\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    // Expected failures (bad config, bad SQL, no database yet) read best as one message;
+    // anything else is a bug and gets its stack.
+    const expected = e instanceof ConfigError || (e instanceof Error && /DatabaseMissing|ClickHouse|Chdb/i.test(e.name + e.constructor.name));
+    process.stderr.write(expected ? `glitch: ${(e as Error).message}\n` : `glitch: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);

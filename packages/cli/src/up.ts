@@ -1,0 +1,96 @@
+// `glitch up` (what `npm start` runs): the all-in-one sensor. One process: the forwarder,
+// the recorder (bus + disk spool), and ingest into ClickHouse. Embedded defaults: an
+// in-memory bus and chDB under the data dir; GLITCH_KAFKA_BROKERS and GLITCH_CLICKHOUSE_URL
+// switch to the real ones.
+import { createKafkaBus, createMemoryBus, type Bus } from '@glitch/bus';
+import { loadConfig, upEnv } from '@glitch/config';
+import { loadKeysFile, startForwarder } from '@glitch/forwarder';
+import { startIngest } from '@glitch/ingest';
+import { createLogger } from '@glitch/log';
+import { RecordPublisher } from '@glitch/recorder';
+import { DiskSpool } from '@glitch/spool';
+import { clickHouseTarget, openDatabase } from '@glitch/store';
+import { availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
+import { ensureLocalKey } from './local-key.js';
+import { removeSensorFile, writeSensorFile } from './sensor-file.js';
+import { startSqlEndpoint } from './sql-endpoint.js';
+
+export async function up(env: Readonly<Record<string, string | undefined>>, out: (line: string) => void): Promise<() => Promise<void>> {
+  const config = loadConfig(upEnv, env);
+  const dataDir = resolve(config.GLITCH_DATA_DIR);
+  const logger = createLogger({ name: 'glitch', level: config.GLITCH_LOG_LEVEL });
+  const local = config.GLITCH_KEYS_FILE ? undefined : ensureLocalKey(dataDir);
+  const keys = loadKeysFile(config.GLITCH_KEYS_FILE ?? local!.keyFile);
+  const threads = config.GLITCH_FORWARDER_THREADS || availableParallelism();
+
+  const brokers = config.GLITCH_KAFKA_BROKERS;
+  const bus: Bus = brokers ? createKafkaBus({ brokers, logger }) : createMemoryBus({ logger });
+  const target = clickHouseTarget(config.GLITCH_CLICKHOUSE_URL, join(dataDir, 'clickhouse'));
+  const clickhouse = await openDatabase(target, config.GLITCH_CLICKHOUSE_DATABASE, { create: true });
+  const ingest = await startIngest({
+    bus,
+    clickhouse: { client: clickhouse },
+    migrate: { ttlDays: config.GLITCH_RETENTION_DAYS },
+    groupId: 'glitch-ingest',
+    batchRows: config.GLITCH_INGEST_BATCH_ROWS,
+    batchMs: config.GLITCH_INGEST_BATCH_MS,
+    logger,
+  });
+  const spool = new DiskSpool({
+    dir: join(dataDir, 'spool'),
+    maxBytes: config.GLITCH_SPOOL_MAX_BYTES,
+    whenFull: config.GLITCH_SPOOL_WHEN_FULL,
+    onFull: (info) => logger.error(info, 'record spool is full'),
+  });
+  const recorder = new RecordPublisher({ bus, spool, logger });
+  const forwarder = await startForwarder({
+    host: config.GLITCH_HOST,
+    port: config.GLITCH_PORT,
+    adminHost: config.GLITCH_ADMIN_HOST,
+    adminPort: config.GLITCH_ADMIN_PORT,
+    upstreamUrl: config.GLITCH_UPSTREAM_URL,
+    threads,
+    keys,
+    recorder,
+    bodyLimitBytes: config.GLITCH_BODY_LIMIT_BYTES,
+    headerLimitBytes: config.GLITCH_HEADER_LIMIT_BYTES,
+    firstByteTimeoutMs: config.GLITCH_FIRST_BYTE_TIMEOUT_MS,
+    idleTimeoutMs: config.GLITCH_IDLE_TIMEOUT_MS,
+    shutdownGraceMs: config.GLITCH_SHUTDOWN_GRACE_MS,
+    upstreamConnections: config.GLITCH_UPSTREAM_CONNECTIONS,
+    logger,
+  });
+  const sqlEndpoint = await startSqlEndpoint(clickhouse);
+  writeSensorFile(dataDir, { pid: process.pid, sqlUrl: sqlEndpoint.url, token: sqlEndpoint.token });
+
+  const where = target.kind === 'chdb' ? `chDB at ${target.path}` : target.url.replace(/\/\/[^@/]*@/, '//');
+  out(`Glitch forwarder listening on ${forwarder.url} (${threads} thread${threads === 1 ? '' : 's'}), relaying to ${config.GLITCH_UPSTREAM_URL}`);
+  out(`Recording every exchange: ${brokers ? `Kafka ${brokers.join(',')}` : 'in-process bus'} → ClickHouse (${where}, database ${config.GLITCH_CLICKHOUSE_DATABASE})`);
+  out(`Health and metrics: ${forwarder.adminUrl}/healthz  ${forwarder.adminUrl}/metrics`);
+  out(`Query what was recorded: npm run glitch -- sql "SELECT route, model, response_status FROM exchanges ORDER BY received_at DESC LIMIT 10"`);
+  out('');
+  out('Point Claude Code at it (in the shell where you run `claude`):');
+  out(`  export ANTHROPIC_BASE_URL=${forwarder.url}`);
+  if (local) {
+    out(`  export ANTHROPIC_CUSTOM_HEADERS="X-Glitch-Key: $(cat ${local.secretFile})"`);
+    if (local.created) out(`(created a tenant key for this machine in ${local.secretFile})`);
+  } else {
+    out('  export ANTHROPIC_CUSTOM_HEADERS="X-Glitch-Key: <a key from GLITCH_KEYS_FILE>"');
+  }
+  out('  claude');
+
+  return async () => {
+    // Order matters: stop taking traffic, flush records to the bus (or spool), let ingest
+    // write and commit what it has, then close storage.
+    await forwarder.stop();
+    await recorder.close();
+    await ingest.stop();
+    await sqlEndpoint.close();
+    removeSensorFile(dataDir);
+    await bus.close();
+    await clickhouse.close();
+    const s = recorder.stats;
+    out(`stopped: ${s.captured} exchanges captured, ${s.published} published, ${s.spooled} spooled, ${s.replayed} replayed, ${s.spool.entries} left in the spool for next start`);
+  };
+}

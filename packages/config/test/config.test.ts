@@ -1,0 +1,45 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ConfigError, forwarderEnv, ingestEnv, loadConfig } from '@glitch/config';
+
+test('defaults apply when nothing is set', () => {
+  const c = loadConfig(forwarderEnv, {});
+  assert.equal(c.GLITCH_PORT, 8787);
+  assert.equal(c.GLITCH_HOST, '127.0.0.1');
+  assert.equal(c.GLITCH_UPSTREAM_URL, 'https://api.anthropic.com');
+  assert.equal(c.GLITCH_BODY_LIMIT_BYTES, 32 * 1024 * 1024);
+  assert.equal(c.GLITCH_KAFKA_BROKERS, undefined);
+});
+
+test('values are coerced and empty strings mean unset', () => {
+  const c = loadConfig(forwarderEnv, { GLITCH_PORT: '9000', GLITCH_KAFKA_BROKERS: 'a:9092, b:9093', GLITCH_UPSTREAM_URL: '' });
+  assert.equal(c.GLITCH_PORT, 9000);
+  assert.deepEqual(c.GLITCH_KAFKA_BROKERS, ['a:9092', 'b:9093']);
+  assert.equal(c.GLITCH_UPSTREAM_URL, 'https://api.anthropic.com');
+});
+
+test('every bad variable is listed in one error, secrets not echoed', () => {
+  let err: unknown;
+  try {
+    loadConfig(forwarderEnv, {
+      GLITCH_PORT: 'eighty',
+      GLITCH_UPSTREAM_URL: 'ftp://x',
+      GLITCH_KAFKA_BROKERS: 'nohostport',
+      GLITCH_LOG_LEVEL: 'loud',
+    });
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err instanceof ConfigError);
+  const names = err.problems.map((p) => p.split(':')[0]);
+  assert.deepEqual(names.sort(), ['GLITCH_KAFKA_BROKERS', 'GLITCH_LOG_LEVEL', 'GLITCH_PORT', 'GLITCH_UPSTREAM_URL']);
+  assert.match(err.message, /GLITCH_PORT: .*\(got "eighty"\)/);
+
+  try {
+    loadConfig(ingestEnv, { GLITCH_CLICKHOUSE_URL: 'not a url', GLITCH_INGEST_BATCH_ROWS: '-3' });
+    assert.fail('expected ConfigError');
+  } catch (e) {
+    assert.ok(e instanceof ConfigError);
+    assert.equal(e.problems.length, 2);
+  }
+});

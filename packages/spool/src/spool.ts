@@ -1,0 +1,298 @@
+// A bounded, append-only disk spool: where records wait while Kafka is unreachable.
+//
+// Layout: numbered segment files in one directory. Each entry is framed as
+//   [u32 payload length][u32 crc32 of payload][payload]
+// Appends are buffered and written + fsynced in batches (every `flushIntervalMs` or
+// `flushBytes`), so a crash loses at most one unflushed batch. A torn or corrupt tail (a
+// crash mid-write) is detected by length/CRC, skipped and counted, never replayed as data.
+// Replay is in append order; a segment is deleted only after every entry in it was acked,
+// and progress inside the oldest segment is kept in a cursor file, so a crash during replay
+// re-sends at most the unacked part (consumers deduplicate by record id).
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, truncateSync, unlinkSync, writeSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+
+export type SpoolFullPolicy = 'drop-oldest' | 'refuse';
+
+export interface SpoolOptions {
+  dir: string;
+  /** Upper bound on bytes on disk plus bytes waiting to be flushed. */
+  maxBytes: number;
+  /** What to do when an append would exceed maxBytes. */
+  whenFull: SpoolFullPolicy;
+  segmentBytes?: number; // default 8 MiB
+  flushIntervalMs?: number; // default 50
+  flushBytes?: number; // default 1 MiB
+  /** Told once each time the spool becomes full (and each time entries are dropped). */
+  onFull?: (info: { policy: SpoolFullPolicy; droppedEntries: number; bytes: number }) => void;
+}
+
+export type AppendOutcome = { ok: true } | { ok: false; reason: 'spool_full' | 'entry_too_large' | 'closed' };
+
+export interface SpoolStats {
+  bytes: number;
+  entries: number;
+  appended: number;
+  replayed: number;
+  droppedOldest: number;
+  refused: number;
+  tornSkipped: number;
+  full: boolean;
+}
+
+/** What a replay handler says about one entry. `retry` stops the replay, keeping the entry. */
+export type ReplayOutcome = 'ok' | 'retry';
+
+const HEADER = 8;
+const SEGMENT_RE = /^(\d{12})\.seg$/;
+const CURSOR = 'cursor';
+
+interface Segment {
+  seq: number;
+  path: string;
+  bytes: number; // bytes on disk
+  entries: number; // entries known (counted on open or as appended)
+}
+
+export class DiskSpool {
+  private readonly opts: Required<Omit<SpoolOptions, 'onFull'>> & Pick<SpoolOptions, 'onFull'>;
+  private readonly segments: Segment[] = [];
+  private pending: Buffer[] = []; // [header, payload] pairs
+  private pendingBytes = 0;
+  private pendingEntries = 0;
+  private fd: number | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private cursor = 0; // byte offset of the next unreplayed entry in segments[0]
+  private wasFull = false;
+  // Set when an append was refused; cleared once replay brings usage under 90 %, so the
+  // forwarder does not flap between refusing and accepting at the boundary.
+  private refuseLatched = false;
+  private readonly counters = { appended: 0, replayed: 0, droppedOldest: 0, refused: 0, tornSkipped: 0 };
+
+  constructor(options: SpoolOptions) {
+    this.opts = { segmentBytes: 8 * 1024 * 1024, flushIntervalMs: 50, flushBytes: 1024 * 1024, ...options };
+    mkdirSync(this.opts.dir, { recursive: true });
+    for (const name of readdirSync(this.opts.dir).sort()) {
+      const m = SEGMENT_RE.exec(name);
+      if (!m) continue;
+      const path = join(this.opts.dir, name);
+      const { entries, validBytes, torn } = scanSegment(readFileSync(path));
+      // A torn tail is garbage from a crash mid-write: count it and cut it off.
+      if (torn) truncateSync(path, validBytes);
+      this.counters.tornSkipped += torn;
+      this.segments.push({ seq: Number(m[1]), path, bytes: validBytes, entries });
+    }
+    const cursorPath = join(this.opts.dir, CURSOR);
+    if (existsSync(cursorPath) && this.segments.length) {
+      const [seq, offset] = readFileSync(cursorPath, 'utf8').trim().split(':').map(Number);
+      if (seq === this.segments[0]?.seq && offset !== undefined && Number.isFinite(offset)) this.cursor = offset;
+    }
+  }
+
+  get stats(): SpoolStats {
+    return {
+      bytes: this.diskBytes() + this.pendingBytes,
+      entries: this.segments.reduce((n, s) => n + s.entries, 0) + this.pendingEntries,
+      ...this.counters,
+      full: this.wasFull,
+    };
+  }
+
+  /** True while entries wait on disk or in the flush buffer. */
+  get isEmpty(): boolean {
+    return this.stats.entries === 0;
+  }
+
+  /** Cheap check for the hot path: would a refuse-policy spool turn new traffic away? */
+  get refusing(): boolean {
+    return this.refuseLatched;
+  }
+
+  append(payload: Uint8Array): AppendOutcome {
+    if (this.closed) return { ok: false, reason: 'closed' };
+    const size = HEADER + payload.byteLength;
+    if (size > this.opts.maxBytes || size > this.opts.segmentBytes) return { ok: false, reason: 'entry_too_large' };
+    while (this.diskBytes() + this.pendingBytes + size > this.opts.maxBytes) {
+      if (this.opts.whenFull === 'refuse') {
+        this.counters.refused++;
+        this.refuseLatched = true;
+        this.signalFull(0);
+        return { ok: false, reason: 'spool_full' };
+      }
+      this.flush(); // make pending data droppable as whole segments
+      const dropped = this.dropOldestSegment();
+      if (dropped === 0) {
+        this.counters.refused++;
+        return { ok: false, reason: 'spool_full' };
+      }
+      this.signalFull(dropped);
+    }
+    const header = Buffer.allocUnsafe(HEADER);
+    header.writeUInt32LE(payload.byteLength, 0);
+    header.writeUInt32LE(crc32(payload), 4);
+    this.pending.push(header, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
+    this.pendingBytes += size;
+    this.pendingEntries++;
+    this.counters.appended++;
+    if (this.pendingBytes >= this.opts.flushBytes) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), this.opts.flushIntervalMs);
+    return { ok: true };
+  }
+
+  /** Writes and fsyncs everything appended so far. */
+  flush(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.pendingBytes === 0) return;
+    // Segments found at start-up are never appended to: new data opens a new segment.
+    let tail = this.fd === undefined ? undefined : this.segments.at(-1);
+    const chunks: Buffer[] = [];
+    let chunkBytes = 0;
+    let chunkEntries = 0;
+    const writeChunk = () => {
+      if (!tail || chunkBytes === 0) return;
+      writeSync(this.fd!, Buffer.concat(chunks, chunkBytes));
+      fsyncSync(this.fd!);
+      tail.bytes += chunkBytes;
+      tail.entries += chunkEntries;
+      chunks.length = 0;
+      chunkBytes = 0;
+      chunkEntries = 0;
+    };
+    for (let i = 0; i < this.pending.length; i += 2) {
+      const header = this.pending[i]!;
+      const payload = this.pending[i + 1]!;
+      const size = header.byteLength + payload.byteLength;
+      if (!tail || tail.bytes + chunkBytes + size > this.opts.segmentBytes) {
+        writeChunk();
+        this.closeFd();
+        const seq = (this.segments.at(-1)?.seq ?? 0) + 1;
+        tail = { seq, path: join(this.opts.dir, `${String(seq).padStart(12, '0')}.seg`), bytes: 0, entries: 0 };
+        this.segments.push(tail);
+        this.fd = openSync(tail.path, 'a');
+      }
+      chunks.push(header, payload);
+      chunkBytes += size;
+      chunkEntries++;
+    }
+    writeChunk();
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.pendingEntries = 0;
+  }
+
+  /**
+   * Hands every spooled entry, oldest first, to `handler` until it says `retry` (the
+   * destination is still down) or the spool is empty. Returns how many were acked.
+   */
+  async replay(handler: (payload: Buffer) => Promise<ReplayOutcome>): Promise<number> {
+    this.flush();
+    let acked = 0;
+    while (this.segments.length) {
+      const seg = this.segments[0]!;
+      if (seg === this.segments.at(-1)) this.closeFd(); // appends go to a new segment from here
+      const data = readFileSync(seg.path);
+      while (this.cursor + HEADER <= seg.bytes) {
+        const len = data.readUInt32LE(this.cursor);
+        const payload = data.subarray(this.cursor + HEADER, this.cursor + HEADER + len);
+        const outcome = await handler(payload);
+        if (this.segments[0] !== seg) break; // dropped (drop-oldest) while we awaited
+        if (outcome === 'retry') {
+          this.saveCursor(seg);
+          return acked;
+        }
+        this.cursor += HEADER + len;
+        seg.entries--;
+        acked++;
+        this.counters.replayed++;
+        if (acked % 256 === 0) this.saveCursor(seg);
+        if (this.refuseLatched && this.diskBytes() + this.pendingBytes < this.opts.maxBytes * 0.9) this.refuseLatched = false;
+      }
+      if (this.segments[0] !== seg) continue;
+      this.removeSegment(seg);
+      this.cursor = 0;
+      this.saveCursor(undefined);
+      this.flush(); // anything appended meanwhile becomes a segment we will reach
+    }
+    this.wasFull = false;
+    this.refuseLatched = false;
+    return acked;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.flush();
+    this.closeFd();
+    this.closed = true;
+  }
+
+  private diskBytes(): number {
+    return this.segments.reduce((n, s) => n + s.bytes, 0) - this.cursor;
+  }
+
+  private dropOldestSegment(): number {
+    const seg = this.segments[0];
+    if (!seg) return 0;
+    if (seg === this.segments.at(-1)) this.closeFd();
+    const dropped = seg.entries;
+    this.counters.droppedOldest += dropped;
+    this.removeSegment(seg);
+    this.cursor = 0;
+    this.saveCursor(undefined);
+    return Math.max(dropped, 1);
+  }
+
+  private removeSegment(seg: Segment): void {
+    this.segments.shift();
+    try {
+      unlinkSync(seg.path);
+    } catch {
+      /* already gone */
+    }
+  }
+
+  private saveCursor(seg: Segment | undefined): void {
+    const path = join(this.opts.dir, CURSOR);
+    if (!seg || this.cursor === 0) {
+      if (existsSync(path)) unlinkSync(path);
+      return;
+    }
+    // write-then-rename: a crash leaves the old cursor or the new one, never half of one.
+    writeFileSync(path + '.tmp', `${seg.seq}:${this.cursor}\n`);
+    renameSync(path + '.tmp', path);
+  }
+
+  private closeFd(): void {
+    if (this.fd !== undefined) {
+      closeSync(this.fd);
+      this.fd = undefined;
+    }
+  }
+
+  private signalFull(droppedEntries: number): void {
+    const first = !this.wasFull;
+    this.wasFull = true;
+    if (first || droppedEntries > 0) this.opts.onFull?.({ policy: this.opts.whenFull, droppedEntries, bytes: this.diskBytes() + this.pendingBytes });
+  }
+}
+
+/** Counts the valid entries of a segment; anything after the first bad frame is torn. */
+export function scanSegment(data: Buffer): { entries: number; validBytes: number; torn: number } {
+  let offset = 0;
+  let entries = 0;
+  while (offset + HEADER <= data.byteLength) {
+    const len = data.readUInt32LE(offset);
+    const end = offset + HEADER + len;
+    if (end > data.byteLength || crc32(data.subarray(offset + HEADER, end)) !== data.readUInt32LE(offset + 4)) break;
+    offset = end;
+    entries++;
+  }
+  return { entries, validBytes: offset, torn: offset < data.byteLength ? 1 : 0 };
+}
+
+export function segmentFileSize(path: string): number {
+  return statSync(path).size;
+}

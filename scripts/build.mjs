@@ -1,0 +1,3 @@
+import { build, ensureInstalled } from './lib/bootstrap.mjs';
+ensureInstalled();
+build();

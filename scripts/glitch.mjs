@@ -1,0 +1,11 @@
+// `npm start` / `npm run glitch -- <command>`: bootstrap, build, then the glitch CLI.
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { build, ensureInstalled, root } from './lib/bootstrap.mjs';
+
+ensureInstalled();
+build();
+const child = spawn(process.execPath, [join(root, 'packages', 'cli', 'dist', 'main.js'), ...process.argv.slice(2)], { stdio: 'inherit' });
+// Forward stop signals so `kill <npm start pid>` drains the sensor instead of orphaning it.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

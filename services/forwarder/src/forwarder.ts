@@ -1,0 +1,169 @@
+// startForwarder: relay threads + recorder side + admin server, wired together.
+import type { Logger } from '@glitch/log';
+import { availableParallelism } from 'node:os';
+import { startAdmin } from './admin.js';
+import type { Recorder } from './capture.js';
+import { validateKeys, type StaticKey } from './keys.js';
+import { renderPrometheus } from './metrics.js';
+import { RecordingQueue } from './recording.js';
+import { startInProcess, startWorkerGroup, type RelayGroup } from './relay-group.js';
+import { logTo, noLog } from './relay-log.js';
+import type { RelayThreadOptions } from './relay.js';
+import type { UpstreamClientKind } from './upstream.js';
+
+export interface ForwarderOptions {
+  /** Default 127.0.0.1:8787; port 0 = ephemeral (also with several threads). */
+  host?: string;
+  port?: number;
+  /** Health, readiness and metrics. Default 127.0.0.1:8788; 0 = ephemeral. */
+  adminHost?: string;
+  adminPort?: number;
+  upstreamUrl: string;
+  /** Relay threads. Default 1 (in the calling thread); 0 = one per core; > 1 = worker threads. */
+  threads?: number;
+  /** Serializable so every worker builds its own KeyStore. */
+  keys: StaticKey[];
+  /** Receives every authenticated exchange, in the calling (main) thread. */
+  recorder?: Recorder;
+  /** Request body limit (413 above it). Default 32 MiB. */
+  bodyLimitBytes?: number;
+  /** Request line + headers limit (431 above it). Default 64 KiB. */
+  headerLimitBytes?: number;
+  /** Upstream time to response headers (504 after it). Default 10 min: thinking turns are slow. */
+  firstByteTimeoutMs?: number;
+  /** Longest upstream silence mid-body before the stream is cut. Default 5 min. */
+  idleTimeoutMs?: number;
+  /** How long stop() lets in-flight exchanges finish. Default 30 s. */
+  shutdownGraceMs?: number;
+  /**
+   * Cap on upstream connections, split across threads. Every open stream holds one
+   * (HTTP/1.1), so this bounds concurrent streams: default 8192.
+   */
+  upstreamConnections?: number;
+  logger?: Logger;
+  /** Upstream HTTP client: `native` (default, leaner per request) or `undici`. */
+  upstreamClient?: UpstreamClientKind;
+}
+
+export interface RunningForwarder {
+  url: string;
+  port: number;
+  adminUrl: string;
+  adminPort: number;
+  /** Graceful: stop accepting, let in-flight exchanges finish up to graceMs, abort the rest. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+interface Resolved {
+  host: string;
+  port: number;
+  adminHost: string;
+  adminPort: number;
+  upstreamUrl: string;
+  threads: number;
+  bodyLimitBytes: number;
+  headerLimitBytes: number;
+  firstByteTimeoutMs: number;
+  idleTimeoutMs: number;
+  shutdownGraceMs: number;
+  upstreamConnections: number;
+}
+
+function positiveInt(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v <= 0) throw new TypeError(`forwarder option ${name} must be a positive integer (got ${String(value)})`);
+  return v;
+}
+
+function portNumber(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isInteger(v) || v < 0 || v > 65535) throw new TypeError(`forwarder option ${name} must be a port 0-65535 (got ${String(value)})`);
+  return v;
+}
+
+function resolveOptions(o: ForwarderOptions): Resolved {
+  if (typeof o.upstreamUrl !== 'string' || !/^https?:\/\//i.test(o.upstreamUrl) || !URL.canParse(o.upstreamUrl)) {
+    throw new TypeError(`forwarder option upstreamUrl must be an http(s) URL (got ${JSON.stringify(o.upstreamUrl)})`);
+  }
+  const threads = o.threads ?? 1;
+  if (!Number.isInteger(threads) || threads < 0 || threads > 256) throw new TypeError(`forwarder option threads must be 0-256 (got ${String(o.threads)})`);
+  return {
+    host: o.host ?? '127.0.0.1',
+    port: portNumber('port', o.port, 8787),
+    adminHost: o.adminHost ?? '127.0.0.1',
+    adminPort: portNumber('adminPort', o.adminPort, 8788),
+    upstreamUrl: o.upstreamUrl,
+    threads: threads === 0 ? availableParallelism() : threads,
+    bodyLimitBytes: positiveInt('bodyLimitBytes', o.bodyLimitBytes, 32 * 1024 * 1024),
+    headerLimitBytes: positiveInt('headerLimitBytes', o.headerLimitBytes, 64 * 1024),
+    firstByteTimeoutMs: positiveInt('firstByteTimeoutMs', o.firstByteTimeoutMs, 10 * 60_000),
+    idleTimeoutMs: positiveInt('idleTimeoutMs', o.idleTimeoutMs, 5 * 60_000),
+    shutdownGraceMs: positiveInt('shutdownGraceMs', o.shutdownGraceMs, 30_000),
+    upstreamConnections: positiveInt('upstreamConnections', o.upstreamConnections, 8192),
+  };
+}
+
+/** Host part of a URL for a listen address (wildcards become loopback). */
+function urlHost(host: string): string {
+  if (host === '0.0.0.0' || host === '') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+export async function startForwarder(opts: ForwarderOptions): Promise<RunningForwarder> {
+  const o = resolveOptions(opts);
+  const keys = validateKeys(opts.keys);
+  const log = opts.logger ? logTo(opts.logger) : noLog;
+  const queue = new RecordingQueue(opts.recorder, log);
+  const relayOpts: RelayThreadOptions = {
+    host: o.host,
+    port: o.port,
+    exclusivePort: true,
+    upstreamUrl: o.upstreamUrl,
+    upstreamConnections: Math.max(1, Math.ceil(o.upstreamConnections / o.threads)),
+    keys,
+    recording: queue.enabled,
+    upstreamClient: opts.upstreamClient === 'undici' ? 'undici' : 'native',
+    bodyLimitBytes: o.bodyLimitBytes,
+    headerLimitBytes: o.headerLimitBytes,
+    firstByteTimeoutMs: o.firstByteTimeoutMs,
+    idleTimeoutMs: o.idleTimeoutMs,
+  };
+  const group: RelayGroup = o.threads === 1 ? await startInProcess(relayOpts, queue, log) : await startWorkerGroup(relayOpts, o.threads, queue, log);
+
+  let stopping: Promise<void> | null = null;
+  let admin;
+  try {
+    admin = await startAdmin(
+      o.adminHost,
+      o.adminPort,
+      {
+        ready: () => stopping === null && group.ready(),
+        metrics: async () => renderPrometheus(await group.snapshot(), [...group.scalarMetrics(), ...queue.metrics()]),
+      },
+      log,
+    );
+  } catch (e) {
+    await group.stop(0);
+    throw e;
+  }
+  const adminServer = admin;
+  log('info', 'forwarder listening', { port: group.port, adminPort: adminServer.port, threads: group.threads, upstream: o.upstreamUrl });
+
+  return {
+    url: `http://${urlHost(o.host)}:${group.port}`,
+    port: group.port,
+    adminUrl: `http://${urlHost(o.adminHost)}:${adminServer.port}`,
+    adminPort: adminServer.port,
+    stop(graceMs = o.shutdownGraceMs) {
+      stopping ??= (async () => {
+        log('info', 'forwarder stopping', { graceMs });
+        await group.stop(graceMs);
+        await queue.drain(5_000);
+        await adminServer.close();
+        log('info', 'forwarder stopped');
+      })();
+      return stopping;
+    },
+  };
+}

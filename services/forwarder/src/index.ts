@@ -1,0 +1,8 @@
+// @glitch/forwarder: the uWebSockets.js edge. Relays every request to the Anthropic API
+// byte for byte, authenticates tenants, and hands each exchange to a Recorder.
+export { KeysFileError, loadKeysFile, staticKeyStore, validateKeys } from './keys.js';
+export type { KeyIdentity, KeyStore, StaticKey } from './keys.js';
+export type { CapturedExchange, ExchangeTimings, HeaderPair, RawCapture, Recorder, SseCapture } from './capture.js';
+export { completeCapture, decodeBody, reassembleSse } from './capture.js';
+export { startForwarder } from './forwarder.js';
+export type { ForwarderOptions, RunningForwarder } from './forwarder.js';

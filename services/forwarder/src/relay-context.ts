@@ -1,0 +1,31 @@
+// What an Exchange needs from the relay thread that owns it.
+import type { Exchange } from './exchange.js';
+import type { KeyStore } from './keys.js';
+import type { RelayMetrics } from './metrics.js';
+import type { RelayLog } from './relay-log.js';
+import type { UpstreamClient } from './upstream.js';
+
+/** Per-thread settings; plain data so it can cross into a worker thread. */
+export interface RelaySettings {
+  bodyLimitBytes: number;
+  headerLimitBytes: number;
+  firstByteTimeoutMs: number;
+  idleTimeoutMs: number;
+}
+
+export interface RelayContext {
+  readonly opts: RelaySettings;
+  readonly keys: KeyStore;
+  readonly upstream: UpstreamClient;
+  /** Path prefix of the upstream URL ('' for `https://api.anthropic.com`). */
+  readonly basePath: string;
+  readonly metrics: RelayMetrics;
+  readonly inFlight: Set<Exchange>;
+  /** Whether exchanges build captures (a Recorder is configured). */
+  readonly recording: boolean;
+  readonly log: RelayLog;
+  /** A recorded exchange finished: queue its capture. */
+  captured(ex: Exchange): void;
+  /** Any exchange finished (shutdown waits on this). */
+  exchangeDone(): void;
+}

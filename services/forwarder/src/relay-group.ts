@@ -1,0 +1,241 @@
+// The relay threads of one forwarder, seen from the main thread: either one RelayThread in
+// the main thread, or N worker threads sharing the port through SO_REUSEPORT. Workers send
+// captures (buffers transferred) and metrics snapshots here; a crashed worker is replaced.
+import { createServer } from 'node:net';
+import { Worker } from 'node:worker_threads';
+import { emptySnapshot, mergeSnapshots, type MetricsSnapshot, type ScalarMetric } from './metrics.js';
+import type { RecordingQueue } from './recording.js';
+import { RelayThread, type RelayThreadOptions } from './relay.js';
+import type { RelayLog } from './relay-log.js';
+import type { FromWorker, ToWorker } from './worker-protocol.js';
+
+export interface RelayGroup {
+  readonly port: number;
+  readonly threads: number;
+  /** All threads listening and none stopping. */
+  ready(): boolean;
+  snapshot(): Promise<MetricsSnapshot>;
+  scalarMetrics(): ScalarMetric[];
+  stop(graceMs: number): Promise<void>;
+}
+
+export async function startInProcess(opts: RelayThreadOptions, queue: RecordingQueue, log: RelayLog): Promise<RelayGroup> {
+  const relay = new RelayThread(opts, { captures: (batch) => queue.accept(batch), log });
+  let port: number;
+  try {
+    port = await relay.listen();
+  } catch (e) {
+    await relay.stop(0);
+    throw e;
+  }
+  let stopping = false;
+  return {
+    port,
+    threads: 1,
+    ready: () => !stopping,
+    snapshot: async () => relay.snapshot(),
+    scalarMetrics: () => [],
+    stop(graceMs) {
+      stopping = true;
+      return relay.stop(graceMs);
+    },
+  };
+}
+
+// ---- worker threads -----------------------------------------------------------------------
+
+const METRICS_TIMEOUT_MS = 500;
+const MAX_RESTARTS = 20;
+
+/**
+ * How to start worker.ts. Under tsx (sources, tests) the worker gets no loader hooks from
+ * the parent on Node 20, so a tiny bootstrap registers tsx before importing the .ts entry.
+ */
+function workerEntry(): { filename: string | URL; eval: boolean } {
+  const here = import.meta.url;
+  if (here.endsWith('.ts')) {
+    const tsx = import.meta.resolve('tsx/esm/api');
+    const entry = new URL('./worker.ts', here).href;
+    return { filename: `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`, eval: true };
+  }
+  return { filename: new URL('./worker.js', here), eval: false };
+}
+
+/** Flags a worker may inherit: module conditions (`--conditions=source`) and source maps. */
+function workerExecArgv(): string[] {
+  const out: string[] = [];
+  const argv = process.execArgv;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a.startsWith('--conditions=') || a.startsWith('-C=') || a === '--enable-source-maps') out.push(a);
+    else if ((a === '--conditions' || a === '-C') && i + 1 < argv.length) out.push(a, argv[++i]!);
+  }
+  return out;
+}
+
+/** Checks the port is free (nobody else listens, with or without SO_REUSEPORT); 0 picks one. */
+function probePort(host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${host}:${port}: ${e.code ?? e.message}`)));
+    srv.listen({ host, port, exclusive: true }, () => {
+      const addr = srv.address();
+      const chosen = typeof addr === 'object' && addr !== null ? addr.port : port;
+      srv.close(() => resolve(chosen));
+    });
+  });
+}
+
+class RelayWorker {
+  readonly worker: Worker;
+  readonly listening: Promise<number>;
+  lastSnapshot: MetricsSnapshot = emptySnapshot();
+  exited = false;
+  stopped = false;
+  private nextId = 0;
+  private readonly waiters = new Map<number, (s: MetricsSnapshot) => void>();
+  private onStopped: (() => void) | null = null;
+  private readonly exitedPromise: Promise<void>;
+
+  constructor(opts: RelayThreadOptions, queue: RecordingQueue, log: RelayLog, onExit: (w: RelayWorker, code: number) => void) {
+    const entry = workerEntry();
+    this.worker = new Worker(entry.filename, { eval: entry.eval, workerData: opts, execArgv: workerExecArgv() });
+    let listened: (port: number) => void = () => {};
+    let failed: (e: Error) => void = () => {};
+    this.listening = new Promise<number>((resolve, reject) => {
+      listened = resolve;
+      failed = reject;
+    });
+    this.listening.catch(() => {}); // observed by the caller; never an unhandled rejection
+    this.worker.on('message', (m: FromWorker) => {
+      switch (m.type) {
+        case 'listening':
+          return listened(m.port);
+        case 'listen-failed':
+          return failed(new Error(m.message));
+        case 'captures':
+          return queue.accept(m.batch);
+        case 'metrics': {
+          this.lastSnapshot = m.snapshot;
+          const w = this.waiters.get(m.id);
+          this.waiters.delete(m.id);
+          return w?.(m.snapshot);
+        }
+        case 'log':
+          return log(m.level, m.msg, m.fields);
+        case 'stopped':
+          this.stopped = true;
+          return this.onStopped?.();
+      }
+    });
+    this.worker.on('error', (err) => {
+      log('error', 'relay thread failed', { err });
+      failed(err);
+    });
+    this.exitedPromise = new Promise((resolve) => {
+      this.worker.once('exit', (code) => {
+        this.exited = true;
+        failed(new Error(`relay thread exited (code ${code}) before listening`));
+        for (const w of this.waiters.values()) w(this.lastSnapshot);
+        this.waiters.clear();
+        this.onStopped?.();
+        onExit(this, code);
+        resolve();
+      });
+    });
+  }
+
+  private send(m: ToWorker): void {
+    if (!this.exited) this.worker.postMessage(m);
+  }
+
+  snapshot(): Promise<MetricsSnapshot> {
+    if (this.exited) return Promise.resolve(this.lastSnapshot);
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.waiters.delete(id);
+        resolve(this.lastSnapshot); // a busy thread answers late: use what it last said
+      }, METRICS_TIMEOUT_MS);
+      this.waiters.set(id, (s) => {
+        clearTimeout(t);
+        resolve(s);
+      });
+      this.send({ type: 'metrics', id });
+    });
+  }
+
+  async stop(graceMs: number): Promise<void> {
+    if (this.exited) return;
+    const stopped = new Promise<void>((resolve) => (this.onStopped = resolve));
+    this.send({ type: 'stop', graceMs });
+    const deadline = new Promise<void>((resolve) => setTimeout(resolve, graceMs + 5_000).unref());
+    await Promise.race([stopped, deadline]);
+    // The thread exits by itself once stopped; terminate only what did not.
+    await Promise.race([this.exitedPromise, new Promise<void>((resolve) => setTimeout(resolve, 1_000).unref())]);
+    if (!this.exited) await this.worker.terminate();
+  }
+
+  async terminate(): Promise<void> {
+    if (!this.exited) await this.worker.terminate();
+  }
+}
+
+export async function startWorkerGroup(base: RelayThreadOptions, threads: number, queue: RecordingQueue, log: RelayLog): Promise<RelayGroup> {
+  let stopping = false;
+  let restarts = 0;
+  let retired = emptySnapshot(); // counters of threads that died, so totals never go down
+  let workers: RelayWorker[] = [];
+  let opts: RelayThreadOptions = base;
+
+  const onExit = (w: RelayWorker, code: number): void => {
+    if (stopping || !workers.includes(w)) return;
+    retired = mergeSnapshots([retired, { ...w.lastSnapshot, openStreams: 0, pool: { connected: 0, free: 0, pending: 0, running: 0 } }]);
+    if (restarts >= MAX_RESTARTS) {
+      log('error', 'relay thread exited; restart limit reached, running with fewer threads', { code });
+      workers = workers.filter((x) => x !== w);
+      return;
+    }
+    restarts++;
+    log('error', 'relay thread exited unexpectedly; starting a new one', { code, restarts });
+    const replacement = new RelayWorker(opts, queue, log, onExit);
+    workers = workers.map((x) => (x === w ? replacement : x));
+    replacement.listening.catch((e: unknown) => log('error', 'replacement relay thread could not listen', { err: e }));
+  };
+
+  // With port 0 every thread must bind the same, as yet unknown port: probe for a free
+  // one, then retry with another if someone took it in between.
+  const attempts = base.port === 0 ? 5 : 1;
+  let lastError: unknown = null;
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    const port = await probePort(base.host, base.port);
+    opts = { ...base, port, exclusivePort: false };
+    workers = Array.from({ length: threads }, () => new RelayWorker(opts, queue, log, onExit));
+    const results = await Promise.allSettled(workers.map((w) => w.listening));
+    const failure = results.find((r) => r.status === 'rejected');
+    if (!failure) {
+      return {
+        port,
+        threads,
+        ready: () => !stopping && workers.length > 0 && workers.every((w) => !w.exited),
+        async snapshot() {
+          const live = await Promise.all(workers.map((w) => w.snapshot()));
+          return mergeSnapshots([retired, ...live]);
+        },
+        scalarMetrics: () => [
+          { name: 'glitch_forwarder_threads', help: 'Relay threads running.', type: 'gauge', value: workers.filter((w) => !w.exited).length },
+          { name: 'glitch_forwarder_thread_restarts_total', help: 'Relay threads replaced after exiting unexpectedly.', type: 'counter', value: restarts },
+        ],
+        async stop(graceMs) {
+          stopping = true;
+          await Promise.all(workers.map((w) => w.stop(graceMs)));
+        },
+      };
+    }
+    lastError = (failure as PromiseRejectedResult).reason;
+    stopping = true;
+    await Promise.all(workers.map((w) => w.terminate()));
+    stopping = false;
+  }
+  throw lastError instanceof Error ? lastError : new Error(String(lastError));
+}

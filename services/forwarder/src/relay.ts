@@ -1,0 +1,188 @@
+// One relay thread: a uWS app listening on the forwarder port (shared through SO_REUSEPORT
+// when several threads run) and an undici pool to upstream. Runs in the main thread when
+// threads = 1, otherwise one per worker thread.
+import { performance } from 'node:perf_hooks';
+import uWS from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+import type { RawCapture } from './capture.js';
+import { Exchange } from './exchange.js';
+import { staticKeyStore, type KeyStore, type StaticKey } from './keys.js';
+import { RelayMetrics, type MetricsSnapshot } from './metrics.js';
+import type { RelayContext, RelaySettings } from './relay-context.js';
+import type { RelayLog } from './relay-log.js';
+import { createUpstreamClient, type UpstreamClient, type UpstreamClientKind } from './upstream.js';
+
+/** Everything a relay thread needs; plain data so it can be a worker's workerData. */
+export interface RelayThreadOptions extends RelaySettings {
+  host: string;
+  port: number;
+  /** Refuse a port someone else holds; off when threads share the port via SO_REUSEPORT. */
+  exclusivePort: boolean;
+  upstreamUrl: string;
+  /** Upstream connections of this thread's pool. */
+  upstreamConnections: number;
+  keys: StaticKey[];
+  /** Build captures for a Recorder. */
+  recording: boolean;
+  /** Which HTTP client talks to upstream (default `native`). */
+  upstreamClient: UpstreamClientKind;
+}
+
+export interface RelaySinks {
+  /** Completed captures, batched; the thread is done with their buffers. */
+  captures(batch: RawCapture[]): void;
+  log: RelayLog;
+}
+
+const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
+type ListenWithOptions = (host: string, port: number, options: number, cb: (s: us_listen_socket | false) => void) => TemplatedApp;
+
+export class RelayThread implements RelayContext {
+  readonly opts: RelaySettings;
+  readonly keys: KeyStore;
+  readonly upstream: UpstreamClient;
+  readonly basePath: string;
+  readonly metrics = new RelayMetrics();
+  readonly inFlight = new Set<Exchange>();
+  readonly recording: boolean;
+  readonly log: RelayLog;
+  port = 0;
+
+  private readonly app: TemplatedApp;
+  private listenSocket: us_listen_socket | null = null;
+  private pendingCaptures: Exchange[] = [];
+  private flushScheduled = false;
+  private idleWaiters: Array<() => void> = [];
+  private stopping: Promise<void> | null = null;
+
+  constructor(
+    private readonly options: RelayThreadOptions,
+    private readonly sinks: RelaySinks,
+  ) {
+    this.opts = {
+      bodyLimitBytes: options.bodyLimitBytes,
+      headerLimitBytes: options.headerLimitBytes,
+      firstByteTimeoutMs: options.firstByteTimeoutMs,
+      idleTimeoutMs: options.idleTimeoutMs,
+    };
+    this.keys = staticKeyStore(options.keys);
+    this.recording = options.recording;
+    this.log = sinks.log;
+    const upstream = new URL(options.upstreamUrl);
+    this.basePath = upstream.pathname.replace(/\/+$/, '');
+    this.upstream = createUpstreamClient(options.upstreamClient, {
+      origin: upstream.origin,
+      connections: options.upstreamConnections,
+      headersTimeout: options.firstByteTimeoutMs,
+      bodyTimeout: options.idleTimeoutMs,
+      maxHeaderSize: Math.max(16 * 1024, options.headerLimitBytes),
+    });
+    this.app = uWS.App().any('/*', this.onRequest);
+  }
+
+  private readonly onRequest = (res: HttpResponse, req: HttpRequest): void => {
+    const ex = new Exchange(this, res, performance.now());
+    res.onAborted(ex.onAborted);
+    try {
+      ex.begin(req);
+    } catch (e) {
+      ex.fail(e);
+    }
+  };
+
+  /** Binds the port; resolves with the actual port (useful for port 0). */
+  listen(): Promise<number> {
+    const { host, port, exclusivePort } = this.options;
+    return new Promise((resolve, reject) => {
+      const done = (socket: us_listen_socket | false): void => {
+        if (!socket) {
+          reject(new Error(`cannot listen on ${host}:${port} (address in use or not available)`));
+          return;
+        }
+        this.listenSocket = socket;
+        this.port = uWS.us_socket_local_port(socket);
+        resolve(this.port);
+      };
+      if (exclusivePort) (this.app.listen as unknown as ListenWithOptions).call(this.app, host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, done);
+      else this.app.listen(host, port, done);
+    });
+  }
+
+  /** Stops accepting connections; open ones keep being served. */
+  closeListener(): void {
+    if (this.listenSocket !== null) {
+      uWS.us_listen_socket_close(this.listenSocket);
+      this.listenSocket = null;
+    }
+  }
+
+  /**
+   * Graceful stop: stop accepting, let in-flight exchanges finish for up to `graceMs`, then
+   * abort the rest (503 if nothing was sent yet, otherwise the connection is closed).
+   */
+  stop(graceMs: number): Promise<void> {
+    this.stopping ??= (async () => {
+      this.closeListener();
+      await this.waitIdle(graceMs);
+      if (this.inFlight.size > 0) {
+        this.log('warn', 'shutdown grace period over: aborting in-flight exchanges', { count: this.inFlight.size });
+        for (const ex of [...this.inFlight]) ex.abortForShutdown();
+        await this.waitIdle(1_000);
+      }
+      // Closes the idle keep-alive connections too, so the thread can exit.
+      (this.app as unknown as { close(): void }).close();
+      await this.upstream.destroy();
+      this.flushCaptures();
+    })();
+    return this.stopping;
+  }
+
+  snapshot(): MetricsSnapshot {
+    return this.metrics.snapshot(this.inFlight.size, this.upstream.stats());
+  }
+
+  // ---- RelayContext ---------------------------------------------------------------------
+
+  captured(ex: Exchange): void {
+    this.pendingCaptures.push(ex);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushCaptures);
+    }
+  }
+
+  exchangeDone(): void {
+    if (this.inFlight.size === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private readonly flushCaptures = (): void => {
+    this.flushScheduled = false;
+    if (this.pendingCaptures.length === 0) return;
+    const batch = this.pendingCaptures;
+    this.pendingCaptures = [];
+    const captures: RawCapture[] = [];
+    for (const ex of batch) {
+      try {
+        captures.push(ex.toCapture());
+      } catch (e) {
+        this.log('error', 'could not build capture', { err: e });
+      }
+    }
+    try {
+      this.sinks.captures(captures);
+    } catch (e) {
+      this.log('error', 'capture sink failed', { err: e });
+    }
+  };
+
+  private waitIdle(timeoutMs: number): Promise<void> {
+    if (this.inFlight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, timeoutMs);
+      this.idleWaiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+}

@@ -1,0 +1,48 @@
+// Entry point of a relay worker thread: runs one RelayThread and talks to the main thread,
+// which owns the Recorder, the admin server and the logger.
+import { parentPort, workerData } from 'node:worker_threads';
+import { RelayThread, type RelayThreadOptions } from './relay.js';
+import type { RelayLog } from './relay-log.js';
+import { transferList, type FromWorker, type ToWorker } from './worker-protocol.js';
+
+const port = parentPort;
+if (port === null) throw new Error('worker.ts must run in a worker thread');
+
+function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
+  port!.postMessage(message, transfer);
+}
+
+const log: RelayLog = (level, msg, fields) => {
+  try {
+    post({ type: 'log', level, msg, ...(fields ? { fields } : {}) });
+  } catch {
+    // fields that cannot be cloned (functions, sockets): send them as text
+    post({ type: 'log', level, msg, fields: { detail: String(fields?.err ?? JSON.stringify(fields)) } });
+  }
+};
+
+// A bug in one exchange must not take the thread (and its connections) down.
+process.on('uncaughtException', (err) => log('error', 'uncaught exception in relay thread', { err }));
+process.on('unhandledRejection', (err) => log('error', 'unhandled rejection in relay thread', { err }));
+
+const relay = new RelayThread(workerData as RelayThreadOptions, {
+  captures(batch) {
+    post({ type: 'captures', batch }, transferList(batch));
+  },
+  log,
+});
+
+port.on('message', (m: ToWorker) => {
+  if (m.type === 'metrics') post({ type: 'metrics', id: m.id, snapshot: relay.snapshot() });
+  else if (m.type === 'stop') {
+    void relay.stop(m.graceMs).then(() => {
+      post({ type: 'stopped' });
+      port.close(); // nothing else keeps the thread alive: it exits
+    });
+  }
+});
+
+relay.listen().then(
+  (p) => post({ type: 'listening', port: p }),
+  (e: unknown) => post({ type: 'listen-failed', message: (e as Error).message }),
+);

@@ -1,0 +1,1 @@
+export { startIngest, type Ingest, type IngestOptions, type IngestStats } from './ingest.js';

@@ -1,0 +1,106 @@
+// Ingest in embedded mode (`glitch up`): the in-memory bus and the harness ClickHouse (chDB
+// here). Same guarantees as through Kafka; plus what stop() promises.
+import assert from 'node:assert/strict';
+import { before, test } from 'node:test';
+import { createMemoryBus } from '@glitch/bus';
+import { startIngest } from '@glitch/ingest';
+import { createLogger } from '@glitch/log';
+import { ExchangeRecord, Finding, TOPICS, encode } from '@glitch/records';
+import { clickhouse, type ClickHouseEnv } from '../../../test/harness/clickhouse.js';
+import { uniqueName } from '../../../test/harness/env.js';
+import { bigBody, makeExchange, makeFinding } from '../../../test/fixtures/exchange-records.js';
+import { assertStoredExactlyOnce, faultyClient, scalar, waitFor } from './helpers.js';
+
+const logger = createLogger({ name: 'ingest-test', level: 'error' });
+let ch: ClickHouseEnv;
+
+before(async () => {
+  ch = await clickhouse();
+  console.log(`[ingest] clickhouse: ${ch.kind} — ${ch.description}`);
+});
+
+test('in-memory bus: records (one chunked), findings and a poison message, with the default topics', async () => {
+  await ch.reset();
+  const bus = createMemoryBus({ defaultPartitions: 2, logger });
+  const ingest = await startIngest({ bus, clickhouse: { client: ch.client }, groupId: uniqueName('ingest'), batchRows: 10, batchMs: 100, logger });
+  const letters: string[] = [];
+  const dlq = await bus.subscribe({
+    groupId: 'dlq-reader',
+    topics: [TOPICS.deadLetter],
+    handler: async (b) => {
+      for (const m of b.messages) letters.push(m.value.toString());
+      return b.messages.map(() => ({ kind: 'ok' }) as const);
+    },
+  });
+  try {
+    const records = [...Array.from({ length: 12 }, () => makeExchange()), makeExchange({ requestBody: bigBody(2 * 1024 * 1024, 'random') })];
+    for (const r of records) assert.equal((await bus.publishRecord(TOPICS.exchanges, r.sessionId, Buffer.from(encode(ExchangeRecord, r)))).kind, 'ok');
+    await bus.publish(TOPICS.exchanges, null, Buffer.from('{"not":"a record"}'));
+    const finding: Finding = makeFinding(records[0]!);
+    await bus.publishRecord(TOPICS.findings, finding.sessionId, Buffer.from(encode(Finding, finding)));
+    await waitFor(() => ingest.stats().exchangesInserted >= 13 && ingest.stats().findingsInserted >= 1 && letters.length >= 1, 30_000, 'records, finding and dead letter', () => ingest.stats());
+    await assertStoredExactlyOnce(ch.client, records);
+    assert.equal(await scalar(ch.client, 'SELECT count() FROM findings'), 1);
+    assert.equal(ingest.stats().bus.chunkSetsCompleted, 1);
+    assert.match(letters[0]!, /"reason":"not an ExchangeRecord: schemaVersion/);
+  } finally {
+    await dlq.stop();
+    await ingest.stop();
+    await bus.close();
+  }
+});
+
+test('stop() flushes what is pending before committing; a restarted ingest adds nothing', async () => {
+  await ch.reset();
+  const bus = createMemoryBus({ logger });
+  const groupId = uniqueName('ingest');
+  const records = Array.from({ length: 5 }, () => makeExchange());
+  for (const r of records) await bus.publishRecord(TOPICS.exchanges, r.sessionId, Buffer.from(encode(ExchangeRecord, r)));
+  // batchMs far away: only stop() can flush these rows (delivered as one batch).
+  const first = await startIngest({ bus, clickhouse: { client: ch.client }, groupId, batchRows: 1_000, batchMs: 60_000, logger });
+  await waitFor(() => first.stats().received >= 5, 10_000, 'records received');
+  assert.equal(await scalar(ch.client, 'SELECT count() FROM exchanges'), 0, 'still batching');
+  await first.stop();
+  assert.equal(first.stats().exchangesInserted, 5);
+  assert.equal(first.stats().bus.committed[`${TOPICS.exchanges}/0`], '5');
+
+  const second = await startIngest({ bus, clickhouse: { client: ch.client }, groupId, batchRows: 1, batchMs: 50, logger });
+  try {
+    const more = makeExchange();
+    await bus.publishRecord(TOPICS.exchanges, more.sessionId, Buffer.from(encode(ExchangeRecord, more)));
+    await waitFor(() => second.stats().exchangesInserted >= 1, 10_000, 'the next record');
+    assert.equal(second.stats().received, 1, 'nothing committed was delivered again');
+    await assertStoredExactlyOnce(ch.client, [...records, more]);
+  } finally {
+    await second.stop();
+    await bus.close();
+  }
+});
+
+test('stop() while ClickHouse is down gives up after the grace period and commits nothing', async () => {
+  // chDB cannot be stopped like a server: a test-only wrapper makes every call fail.
+  await ch.reset();
+  const bus = createMemoryBus({ logger });
+  const groupId = uniqueName('ingest');
+  const faulty = faultyClient(ch.client);
+  const first = await startIngest({ bus, clickhouse: { client: faulty.client }, groupId, batchRows: 1, batchMs: 50, stopGraceMs: 500, backoff: { initialMs: 50, maxMs: 200 }, logger });
+  const records = Array.from({ length: 3 }, () => makeExchange());
+  faulty.state.down = true;
+  for (const r of records) await bus.publishRecord(TOPICS.exchanges, r.sessionId, Buffer.from(encode(ExchangeRecord, r)));
+  await waitFor(() => first.stats().clickhouseFailures >= 2, 10_000, 'failing inserts');
+  const started = Date.now();
+  await first.stop();
+  assert.ok(Date.now() - started < 5_000, `stop() returned within the grace period (${Date.now() - started} ms)`);
+  assert.equal(first.stats().exchangesInserted, 0);
+  assert.equal(first.stats().bus.committed[`${TOPICS.exchanges}/0`] ?? '0', '0', 'nothing committed past the failed rows');
+
+  faulty.state.down = false;
+  const second = await startIngest({ bus, clickhouse: { client: ch.client }, groupId, batchRows: 1, batchMs: 50, logger });
+  try {
+    await waitFor(() => second.stats().exchangesInserted >= 3, 10_000, 'the uncommitted records, redelivered');
+    await assertStoredExactlyOnce(ch.client, records);
+  } finally {
+    await second.stop();
+    await bus.close();
+  }
+});
