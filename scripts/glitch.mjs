@@ -8,4 +8,14 @@ build();
 const child = spawn(process.execPath, [join(root, 'packages', 'cli', 'dist', 'main.js'), ...process.argv.slice(2)], { stdio: 'inherit' });
 // Forward stop signals so `kill <npm start pid>` drains the sensor instead of orphaning it.
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
+// npm answers SIGTERM by killing its `sh -c` and exiting, and sh does not pass it on: we are
+// orphaned (reparented) with the sensor still running. Treat that as a stop request.
+const parent = process.ppid;
+const orphanWatch = setInterval(() => {
+  if (process.ppid !== parent) {
+    clearInterval(orphanWatch);
+    child.kill('SIGTERM');
+  }
+}, 200);
+orphanWatch.unref();
 child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

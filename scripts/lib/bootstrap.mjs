@@ -35,7 +35,10 @@ export function pnpmCommand() {
     mkdirSync(toolsDir, { recursive: true });
     writeFileSync(join(toolsDir, 'package.json'), '{"private":true}\n');
     console.error(`[glitch] fetching pnpm@${pnpmVersion} from the npm registry into .tools/`);
-    run('npm', ['install', '--prefix', toolsDir, '--no-audit', '--no-fund', '--loglevel=error', `pnpm@${pnpmVersion}`]);
+    // Under `npm test` the environment carries the outer npm's npm_config_* (its prefix among
+    // them); drop them so this install lands in .tools/ and nowhere else.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
+    run('npm', ['install', '--prefix', toolsDir, '--no-audit', '--no-fund', '--loglevel=error', `pnpm@${pnpmVersion}`], { env });
   }
   return [process.execPath, localPnpm];
 }

@@ -23,7 +23,8 @@ test('git clone → npm test bootstraps and runs on a clean checkout', { timeout
     assert.equal(existsSync(join(checkout, 'node_modules')), false);
     const env = { ...process.env };
     // The clone must not lean on this checkout's harness components or install.
-    for (const k of Object.keys(env)) if (k.startsWith('GLITCH_TEST_')) delete env[k];
+    // Nor on the outer `npm test`'s npm_* variables: a fresh shell has none.
+    for (const k of Object.keys(env)) if (k.startsWith('GLITCH_TEST_') || /^npm_/i.test(k)) delete env[k];
     const run = spawnSync('npm', ['test', '--', 'packages/records/test/records.test.ts'], {
       cwd: checkout,
       env,

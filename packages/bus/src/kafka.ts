@@ -105,7 +105,6 @@ export function createKafkaBus(opts: KafkaBusOptions): Bus {
   let producer: Producer | undefined;
   let producerReady: Promise<Producer> | undefined;
   let admin: Promise<Admin> | undefined;
-  const partitionCounts = new Map<string, number>();
   const counters = new Map<string, number>();
   const consumers = new Set<Consumer>();
   let closed = false;
@@ -128,22 +127,41 @@ export function createKafkaBus(opts: KafkaBusOptions): Bus {
     return producerReady;
   }
 
-  async function partitionsOf(topic: string): Promise<number> {
-    const known = partitionCounts.get(topic);
-    if (known !== undefined) return known;
-    admin ??= (async () => {
-      const a = kafka.admin();
-      await a.connect();
-      return a;
-    })().catch((e: unknown) => {
-      admin = undefined;
-      throw e;
+  // One lookup per topic shared by every concurrent publish: they resume in the order they
+  // asked, so messages published back to back are queued in that order (separate lookups
+  // could resolve in any order and reorder the first messages of a topic). A refresh is
+  // chained after the previous lookup for the same reason.
+  const partitionLookups = new Map<string, { promise: Promise<number>; stale: boolean }>();
+  function partitionsOf(topic: string): Promise<number> {
+    const current = partitionLookups.get(topic);
+    if (current && !current.stale) return current.promise;
+    const previous = current?.promise.then(
+      () => undefined,
+      () => undefined,
+    );
+    const lookup = {
+      stale: false,
+      promise: (async () => {
+        await previous;
+        admin ??= (async () => {
+          const a = kafka.admin();
+          await a.connect();
+          return a;
+        })().catch((e: unknown) => {
+          admin = undefined;
+          throw e;
+        });
+        const meta = await (await admin).fetchTopicMetadata({ topics: [topic] });
+        const n = meta.topics.find((t) => t.name === topic)?.partitions.length ?? 0;
+        if (n === 0) throw new Error(`topic ${topic} does not exist (topics are created by infra, not by publishers)`);
+        return n;
+      })(),
+    };
+    partitionLookups.set(topic, lookup);
+    lookup.promise.catch(() => {
+      lookup.stale = true; // the next publish asks again
     });
-    const meta = await (await admin).fetchTopicMetadata({ topics: [topic] });
-    const n = meta.topics.find((t) => t.name === topic)?.partitions.length ?? 0;
-    if (n === 0) throw new Error(`topic ${topic} does not exist (topics are created by infra, not by publishers)`);
-    partitionCounts.set(topic, n);
-    return n;
+    return lookup.promise;
   }
 
   // ---- batching producer ----------------------------------------------------------------
@@ -209,22 +227,46 @@ export function createKafkaBus(opts: KafkaBusOptions): Bus {
         if (r.errorCode !== 0) continue;
         next.set(`${r.topicName}/${r.partition}`, BigInt(r.baseOffset ?? r.offset ?? '-1'));
       }
+      let failed: PublishOutcome | null = null;
       for (const q of request) {
         const k = `${q.entry.topic}/${q.partition}`;
         const offset = next.get(k);
         if (offset === undefined || offset < 0n) {
-          settle(q, { kind: 'retry', reason: `broker returned no offset for ${k}` });
+          failed = { kind: 'retry', reason: `broker returned no offset for ${k}` };
+          settle(q, failed);
           continue;
         }
         next.set(k, offset + 1n);
         settle(q, { kind: 'ok', partition: q.partition, offset: String(offset) });
       }
+      if (failed) failQueued(failed);
     } catch (e) {
       const outcome = classify(e);
-      for (const t of byTopic.keys()) partitionCounts.delete(t); // partitions may have changed
+      for (const t of byTopic.keys()) {
+        const l = partitionLookups.get(t);
+        if (l) l.stale = true; // partitions may have changed
+      }
       logger?.debug({ err: e, messages: request.length, outcome: outcome.kind }, 'kafka produce request failed');
+      if (outcome.kind === 'drop' && request.length > 1) {
+        // The broker refused the request for one unacceptable message: send each alone, so
+        // only that one is dropped rather than everything that shared its request.
+        for (const q of request) await send([q]);
+        return;
+      }
       for (const q of request) settle(q, outcome);
+      if (outcome.kind === 'retry') failQueued(outcome);
     }
+  }
+
+  /**
+   * After a request failed, nothing queued behind it is sent: it would overtake the failed
+   * messages (which their publishers will send again, or spool), breaking per-key order. Its
+   * publishers get the same `retry` outcome.
+   */
+  function failQueued(outcome: PublishOutcome): void {
+    const behind = queue.splice(0);
+    queuedBytes = 0;
+    for (const q of behind) settle(q, { kind: 'retry', reason: `not sent: an earlier request failed (${outcome.kind === 'ok' ? '' : outcome.reason})` });
   }
 
   async function enqueue(topic: string, messages: readonly OutgoingMessage[]): Promise<PublishOutcome[]> {

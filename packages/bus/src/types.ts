@@ -140,7 +140,11 @@ export interface Bus {
   /** Largest message the bus sends whole; `publishRecord` chunks anything bigger. */
   readonly maxMessageBytes: number;
   publish(topic: string, key: string | Buffer | null, value: Buffer, headers?: HeaderMap): Promise<PublishOutcome>;
-  /** Publishes in order; messages sharing a key keep their relative order. One outcome each. */
+  /**
+   * Publishes in order; messages sharing a key keep their relative order. One outcome each.
+   * A later message never overtakes an earlier one that failed: once a publish gets `retry`,
+   * everything published before its outcome and not yet sent gets `retry` too.
+   */
   publishBatch(topic: string, messages: readonly OutgoingMessage[]): Promise<PublishOutcome[]>;
   /**
    * Publishes a serialized record, split into RecordChunk messages under the same key when

@@ -21,12 +21,22 @@ async function main(argv: string[]): Promise<number> {
     case 'up': {
       const stop = await up(process.env, out);
       await new Promise<void>((resolve) => {
+        // The first signal drains. A terminal's Ctrl-C reaches every process of the group and
+        // the launcher forwards it too, so one keypress can arrive twice: only a second
+        // signal a moment later means "stop now".
+        let first = 0;
         const onSignal = (signal: NodeJS.Signals) => {
-          process.stdout.write(`\n${signal}: draining in-flight requests…\n`);
-          resolve();
+          if (first === 0) {
+            first = Date.now();
+            process.stdout.write(`\n${signal}: draining in-flight requests… (again to stop at once)\n`);
+            resolve();
+          } else if (Date.now() - first > 1_000) {
+            process.stdout.write(`${signal}: stopping without draining\n`);
+            process.exit(130);
+          }
         };
-        process.once('SIGINT', onSignal);
-        process.once('SIGTERM', onSignal);
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
       });
       await stop();
       return 0;

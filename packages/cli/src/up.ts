@@ -68,7 +68,7 @@ export async function up(env: Readonly<Record<string, string | undefined>>, out:
   out(`Glitch forwarder listening on ${forwarder.url} (${threads} thread${threads === 1 ? '' : 's'}), relaying to ${config.GLITCH_UPSTREAM_URL}`);
   out(`Recording every exchange: ${brokers ? `Kafka ${brokers.join(',')}` : 'in-process bus'} → ClickHouse (${where}, database ${config.GLITCH_CLICKHOUSE_DATABASE})`);
   out(`Health and metrics: ${forwarder.adminUrl}/healthz  ${forwarder.adminUrl}/metrics`);
-  out(`Query what was recorded: npm run glitch -- sql "SELECT route, model, response_status FROM exchanges ORDER BY received_at DESC LIMIT 10"`);
+  out(`Query what was recorded: npm run glitch -- sql "SELECT received_at, route, model, status, input_tokens, output_tokens FROM exchanges ORDER BY received_at DESC LIMIT 10"`);
   out('');
   out('Point Claude Code at it (in the shell where you run `claude`):');
   out(`  export ANTHROPIC_BASE_URL=${forwarder.url}`);

@@ -1,26 +1,42 @@
 // The forwarder's Recorder: builds ExchangeRecords and publishes them to the bus, never on
-// the hot path and never blocking it. While the bus refuses (Kafka down) records go to the
-// disk spool; once anything is spooled, later records queue behind it, so per-session order
-// holds; the spool is replayed in order when the bus is back.
-import type { Bus } from '@glitch/bus';
+// the hot path and never blocking it.
+//
+// Records flow through one ordered pipeline: memory queue → bus, or → disk spool. Order is
+// what a consumer sees per session (Kafka key), so it is kept across every switch:
+// - records are published in windows (many publishes share Kafka requests); the bus never
+//   lets a later message overtake an earlier failed one, so a window's outcomes are
+//   "ok… then retry…";
+// - when the bus refuses (Kafka down) the failed part of the window and everything queued
+//   behind it goes to the spool, and from then on every new record goes to the spool too;
+// - when memory is over budget (the bus is slow) the queue moves to the spool and new records
+//   follow it; if the window still in flight then fails, its records are kept in memory
+//   (bounded by one window) and replayed before the spool, because they are older;
+// - the spool is replayed in order once the window in flight has settled; new records join
+//   the spool's tail meanwhile, and direct publishing resumes only when it is empty.
+import type { Bus, PublishOutcome } from '@glitch/bus';
 import type { CapturedExchange, Recorder } from '@glitch/forwarder';
 import type { Logger } from '@glitch/log';
-import { encode, ExchangeRecord, TOPICS } from '@glitch/records';
+import { TOPICS } from '@glitch/records';
 import type { DiskSpool } from '@glitch/spool';
 import { buildExchangeRecord } from './build-record.js';
 
 export interface PublisherStats {
   captured: number;
+  /** Published straight from memory. */
   published: number;
+  /** Appended to the disk spool (bus down, or memory over budget). */
   spooled: number;
+  /** Published from the spool (or from the in-memory head of a failed window). */
   replayed: number;
   /** Records that could not be built or published, by reason. Each is also logged. */
   dropped: Record<string, number>;
-  /** Records waiting in memory for the bus. */
+  /** Records waiting in memory for the bus (queued, in flight, or a failed window held before the spool). */
   queued: number;
   queuedBytes: number;
   spool: DiskSpool['stats'];
   mode: 'direct' | 'spooling';
+  /** Times the publisher switched to spooling, by cause. */
+  spoolingEpisodes: { bus: number; memory: number };
 }
 
 export interface PublisherOptions {
@@ -28,10 +44,13 @@ export interface PublisherOptions {
   spool: DiskSpool;
   logger: Logger;
   topic?: string;
-  /** Records held in memory waiting for the bus before new ones go to the spool. */
+  /** Bytes of records held in memory (queued or in flight) before new ones go to the spool. Default 64 MiB. */
   maxQueuedBytes?: number;
-  /** How often to try the bus again while spooling. */
+  /** How often to try the bus again while it refuses. Default 1 s. */
   replayIntervalMs?: number;
+  /** Records published at once (they share Kafka requests). Default 4 MiB / 1 000 records (at least one record). */
+  maxWindowBytes?: number;
+  maxWindowRecords?: number;
 }
 
 interface Pending {
@@ -42,7 +61,8 @@ interface Pending {
 
 const KEY_LEN_BYTES = 2;
 
-function spoolEntry(p: Pending): Buffer {
+/** Spool entry: [u16 key length][u16 id length][key][id][serialized record]. */
+export function spoolEntry(p: Pending): Buffer {
   const key = Buffer.from(p.key);
   const id = Buffer.from(p.id);
   const head = Buffer.allocUnsafe(KEY_LEN_BYTES * 2);
@@ -51,7 +71,7 @@ function spoolEntry(p: Pending): Buffer {
   return Buffer.concat([head, key, id, p.serialized]);
 }
 
-function fromSpoolEntry(b: Buffer): Pending {
+export function fromSpoolEntry(b: Buffer): Pending {
   const keyLen = b.readUInt16LE(0);
   const idLen = b.readUInt16LE(2);
   const key = b.subarray(4, 4 + keyLen).toString();
@@ -63,20 +83,32 @@ export class RecordPublisher implements Recorder {
   private readonly topic: string;
   private readonly maxQueuedBytes: number;
   private readonly replayIntervalMs: number;
-  private readonly queue: Pending[] = [];
-  private queuedBytes = 0;
-  private pumping = false;
+  private readonly maxWindowBytes: number;
+  private readonly maxWindowRecords: number;
+  /** Waiting for the bus, oldest first. Empty while spooling. */
+  private queue: Pending[] = [];
+  /** Being published right now (the oldest records in memory). */
+  private inflight: Pending[] = [];
+  /** A window that failed after newer records were spooled: replayed before the spool. */
+  private head: Pending[] = [];
+  private memoryBytes = 0;
   private spooling: boolean;
+  private pumping: Promise<void> | null = null;
+  private replaying: Promise<void> | null = null;
   private replayTimer: NodeJS.Timeout | undefined;
+  private closing = false;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   private readonly counters = { captured: 0, published: 0, spooled: 0, replayed: 0 };
+  private readonly episodes = { bus: 0, memory: 0 };
   private readonly dropped: Record<string, number> = {};
 
   constructor(private readonly opts: PublisherOptions) {
     this.topic = opts.topic ?? TOPICS.exchanges;
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 * 1024 * 1024;
     this.replayIntervalMs = opts.replayIntervalMs ?? 1_000;
+    this.maxWindowBytes = opts.maxWindowBytes ?? 4 * 1024 * 1024;
+    this.maxWindowRecords = opts.maxWindowRecords ?? 1_000;
     // Records left in the spool by a previous run (crash, Kafka down at shutdown) go first.
     this.spooling = !opts.spool.isEmpty;
     if (this.spooling) {
@@ -90,28 +122,43 @@ export class RecordPublisher implements Recorder {
     let pending: Pending;
     try {
       const record = buildExchangeRecord(capture);
-      pending = { key: record.sessionId ?? record.id, id: record.id, serialized: Buffer.from(encode(ExchangeRecord, record)) };
+      // buildExchangeRecord validated it: serialize without a second schema pass.
+      pending = { key: record.sessionId ?? record.id, id: record.id, serialized: Buffer.from(JSON.stringify(record), 'utf8') };
     } catch (e) {
       this.drop('invalid_record', e, capture.exchangeId);
       return;
     }
-    if (this.spooling || this.queuedBytes + pending.serialized.byteLength > this.maxQueuedBytes) {
+    if (this.closed) {
+      this.drop('closed', new Error('record after close()'), pending.id);
+      return;
+    }
+    if (this.spooling || this.closing) {
       this.toSpool(pending);
       return;
     }
+    if (this.memoryBytes + pending.serialized.byteLength > this.maxQueuedBytes && this.memoryBytes > 0) {
+      // The bus is slower than traffic: everything not yet handed to it moves to the spool
+      // (in order), and this record follows.
+      this.startSpooling('memory', null);
+      this.moveQueueToSpool();
+      this.toSpool(pending);
+      this.scheduleReplay(0);
+      return;
+    }
     this.queue.push(pending);
-    this.queuedBytes += pending.serialized.byteLength;
-    void this.pump();
+    this.memoryBytes += pending.serialized.byteLength;
+    this.pump();
   }
 
   get stats(): PublisherStats {
     return {
       ...this.counters,
       dropped: { ...this.dropped },
-      queued: this.queue.length,
-      queuedBytes: this.queuedBytes,
+      queued: this.queue.length + this.inflight.length + this.head.length,
+      queuedBytes: this.memoryBytes,
       spool: this.opts.spool.stats,
       mode: this.spooling ? 'spooling' : 'direct',
+      spoolingEpisodes: { ...this.episodes },
     };
   }
 
@@ -120,88 +167,195 @@ export class RecordPublisher implements Recorder {
     return this.opts.spool.refusing;
   }
 
-  /** Resolves when nothing is queued in memory (published or spooled). */
+  /** Resolves when nothing waits in the memory queue or in flight (published, spooled or held as head). */
   async idle(): Promise<void> {
-    if (!this.pumping && this.queue.length === 0) return;
-    await new Promise<void>((r) => this.idleWaiters.push(r));
+    while (this.pumping || this.queue.length > 0) {
+      await new Promise<void>((r) => this.idleWaiters.push(r));
+    }
   }
 
-  /** Flushes: queued records are published or spooled; the spool is fsynced and closed. */
+  /**
+   * Flushes and stops: queued records are published or spooled, a replay in progress stops
+   * after the entry it is sending, records held in memory go to the spool, and the spool is
+   * fsynced and closed. Whatever is in the spool is replayed by the next publisher on it.
+   */
   async close(): Promise<void> {
-    await this.idle();
-    this.closed = true;
+    if (this.closed) return;
+    this.closing = true;
     if (this.replayTimer) clearTimeout(this.replayTimer);
+    this.replayTimer = undefined;
+    await this.idle();
+    await this.replaying;
+    await this.pumping;
+    if (this.head.length) {
+      this.opts.logger.warn(
+        { records: this.head.length },
+        'closing while the bus is down: records of a failed window go to the spool after newer ones (their sessions replay out of order)',
+      );
+      for (const p of this.head.splice(0)) {
+        this.memoryBytes -= p.serialized.byteLength;
+        this.appendToSpool(p);
+      }
+    }
+    this.moveQueueToSpool();
+    this.closed = true;
     this.opts.spool.close();
   }
 
-  private async pump(): Promise<void> {
-    if (this.pumping) return;
-    this.pumping = true;
-    try {
-      while (this.queue.length) {
-        const next = this.queue[0]!;
-        if (this.spooling) {
-          // The bus failed meanwhile: everything still queued goes behind the spooled ones.
-          this.queue.shift();
-          this.queuedBytes -= next.serialized.byteLength;
-          this.toSpool(next);
+  // ---- direct publishing -------------------------------------------------------------------
+
+  private pump(): void {
+    if (this.pumping || this.spooling) return;
+    this.pumping = this.runPump().finally(() => {
+      this.pumping = null;
+      for (const w of this.idleWaiters.splice(0)) w();
+    });
+  }
+
+  private async runPump(): Promise<void> {
+    while (!this.spooling && this.queue.length) {
+      const window = this.takeWindow();
+      this.inflight = window;
+      const outcomes = await Promise.all(window.map((p) => this.publish(p)));
+      this.inflight = [];
+      const failed: Pending[] = [];
+      let reason = '';
+      for (let i = 0; i < window.length; i++) {
+        const p = window[i]!;
+        const o = outcomes[i]!;
+        if (o.kind === 'retry') {
+          if (!failed.length) reason = o.reason;
+          failed.push(p);
           continue;
         }
-        const outcome = await this.opts.bus.publishRecord(this.topic, next.key, next.serialized, next.id);
-        this.queue.shift();
-        this.queuedBytes -= next.serialized.byteLength;
-        if (outcome.kind === 'ok') this.counters.published++;
-        else if (outcome.kind === 'drop') this.drop('bus_refused', new Error(outcome.reason), next.id);
-        else {
-          this.opts.logger.warn({ reason: outcome.reason }, 'bus unavailable: spooling records to disk until it returns');
-          this.spooling = true;
-          this.toSpool(next);
-          this.scheduleReplay(this.replayIntervalMs);
-        }
+        this.memoryBytes -= p.serialized.byteLength;
+        if (o.kind === 'ok') this.counters.published++;
+        else this.drop('bus_refused', new Error(o.reason), p.id);
       }
-    } finally {
-      this.pumping = false;
-      for (const w of this.idleWaiters.splice(0)) w();
+      if (!failed.length) continue;
+      if (this.spooling) {
+        // Memory overflow spooled newer records while this window was in flight: these are
+        // older, so they are replayed before the spool (held in memory, one window at most).
+        this.head = failed;
+      } else {
+        this.startSpooling('bus', reason);
+        for (const p of failed) {
+          this.memoryBytes -= p.serialized.byteLength;
+          this.appendToSpool(p);
+        }
+        this.moveQueueToSpool();
+      }
+      this.scheduleReplay(this.replayIntervalMs);
+    }
+  }
+
+  private takeWindow(): Pending[] {
+    let n = 0;
+    let bytes = 0;
+    while (n < this.queue.length && n < this.maxWindowRecords) {
+      const size = this.queue[n]!.serialized.byteLength;
+      if (n > 0 && bytes + size > this.maxWindowBytes) break;
+      bytes += size;
+      n++;
+    }
+    return this.queue.splice(0, n);
+  }
+
+  private publish(p: Pending): Promise<PublishOutcome> {
+    return this.opts.bus.publishRecord(this.topic, p.key, p.serialized, p.id).catch((e: unknown) => ({ kind: 'retry', reason: `publish threw: ${(e as Error).message}` }) as const);
+  }
+
+  // ---- spooling ----------------------------------------------------------------------------
+
+  private startSpooling(cause: 'bus' | 'memory', reason: string | null): void {
+    if (this.spooling) return;
+    this.spooling = true;
+    this.episodes[cause]++;
+    if (cause === 'bus') this.opts.logger.warn({ reason }, 'bus unavailable: spooling records to disk until it returns');
+    else this.opts.logger.warn({ queuedBytes: this.memoryBytes, maxQueuedBytes: this.maxQueuedBytes }, 'bus slower than traffic: records over the memory budget go to the disk spool');
+  }
+
+  private moveQueueToSpool(): void {
+    for (const p of this.queue.splice(0)) {
+      this.memoryBytes -= p.serialized.byteLength;
+      this.appendToSpool(p);
     }
   }
 
   private toSpool(p: Pending): void {
-    const r = this.opts.spool.append(spoolEntry(p));
-    if (r.ok) this.counters.spooled++;
-    else this.drop(r.reason, new Error(`spool: ${r.reason}`), p.id);
-    this.spooling = true;
+    this.appendToSpool(p);
     this.scheduleReplay(this.replayIntervalMs);
   }
 
+  private appendToSpool(p: Pending): void {
+    const r = this.opts.spool.append(spoolEntry(p));
+    if (r.ok) this.counters.spooled++;
+    else this.drop(r.reason, new Error(`spool: ${r.reason}`), p.id);
+  }
+
+  /** Arms the replay timer unless a replay is running (it re-arms itself when it must). */
   private scheduleReplay(delayMs: number): void {
-    if (this.replayTimer || this.closed) return;
+    if (this.closing || this.replaying) return;
+    if (this.replayTimer) {
+      if (delayMs > 0) return;
+      clearTimeout(this.replayTimer); // sooner than planned
+    }
+    this.armReplay(delayMs);
+  }
+
+  private armReplay(delayMs: number): void {
+    if (this.closing) return;
+    if (this.replayTimer) clearTimeout(this.replayTimer);
     this.replayTimer = setTimeout(() => {
       this.replayTimer = undefined;
-      void this.replay();
+      if (this.replaying || this.closing) return;
+      const run = this.replay();
+      this.replaying = run;
+      void run.finally(() => {
+        if (this.replaying === run) this.replaying = null;
+      });
     }, delayMs);
     this.replayTimer.unref();
   }
 
   private async replay(): Promise<void> {
+    // The window in flight holds older records than the spool: let it settle first.
+    await this.pumping;
     let failed = false;
-    await this.opts.spool.replay(async (entry) => {
-      const p = fromSpoolEntry(entry);
-      const outcome = await this.opts.bus.publishRecord(this.topic, p.key, p.serialized, p.id);
-      if (outcome.kind === 'retry') {
+    while (this.head.length && !this.closing) {
+      const p = this.head[0]!;
+      const o = await this.publish(p);
+      if (o.kind === 'retry') {
         failed = true;
-        return 'retry';
+        break;
       }
-      if (outcome.kind === 'ok') this.counters.replayed++;
-      else this.drop('bus_refused', new Error(outcome.reason), p.id);
-      return 'ok';
-    });
-    if (failed || !this.opts.spool.isEmpty) {
-      this.scheduleReplay(this.replayIntervalMs);
+      this.head.shift();
+      this.memoryBytes -= p.serialized.byteLength;
+      if (o.kind === 'ok') this.counters.replayed++;
+      else this.drop('bus_refused', new Error(o.reason), p.id);
+    }
+    if (!failed && !this.closing && !this.head.length) {
+      await this.opts.spool.replay(async (entry) => {
+        if (this.closing) return 'retry'; // stop here; the entry stays for the next run
+        const p = fromSpoolEntry(entry);
+        const o = await this.publish(p);
+        if (o.kind === 'retry') {
+          failed = true;
+          return 'retry';
+        }
+        if (o.kind === 'ok') this.counters.replayed++;
+        else this.drop('bus_refused', new Error(o.reason), p.id);
+        return 'ok';
+      });
+    }
+    if (this.closing) return;
+    if (failed || this.head.length || !this.opts.spool.isEmpty) {
+      this.armReplay(this.replayIntervalMs);
       return;
     }
     this.spooling = false;
     this.opts.logger.info({ replayed: this.counters.replayed }, 'spool drained: publishing directly again');
-    void this.pump();
+    this.pump();
   }
 
   private drop(reason: string, error: unknown, id: string): void {

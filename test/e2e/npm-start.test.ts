@@ -1,0 +1,144 @@
+// `npm start` from a clean state, exactly as a new user runs it: the all-in-one sensor comes
+// up, creates a tenant key, prints how to point Claude Code at it; the real Claude Code CLI
+// goes through it to the mock Anthropic API; `npm run glitch -- sql` finds the exchange (via
+// the running sensor, which owns the embedded chDB); after a restart the key and the data are
+// still there, and `glitch sql` reads chDB directly once the sensor is gone.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { describeRun, findClaudeBinary, runClaude } from '../support/claude-cli.js';
+import { freePort, repoRoot } from '../support/forwarder.js';
+import { reply, startMockUpstream, type MockUpstream } from '../support/mock-upstream.js';
+
+const dataDir = join(mkdtempSync(join(tmpdir(), 'glitch-start-')), '.glitch');
+let up: MockUpstream;
+let env: Record<string, string>;
+
+interface Sensor {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function npmStart(): Sensor {
+  // detached: its own process group, so a failing test can still take down npm's children.
+  const child = spawn('npm', ['start'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+  // 'close', not 'exit': npm may exit on SIGTERM before the sensor it started has drained;
+  // the pipes close only when every process holding them (the sensor included) is gone.
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  return { child, output: () => out, exited };
+}
+
+async function waitForOutput(s: Sensor, pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const m = s.output().match(pattern);
+    if (m) return m;
+    if (s.child.exitCode !== null) assert.fail(`npm start exited (${s.child.exitCode}) before printing ${pattern}:\n${s.output()}`);
+    if (Date.now() > deadline) assert.fail(`npm start did not print ${pattern} within ${timeoutMs} ms:\n${s.output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function stop(s: Sensor): Promise<void> {
+  if (s.child.exitCode !== null && s.child.stdout!.closed) return;
+  s.child.kill('SIGTERM'); // npm → scripts/glitch.mjs → the sensor, which drains
+  const code = await Promise.race([s.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000))]);
+  if (code === 'timeout') {
+    process.kill(-s.child.pid!, 'SIGKILL');
+    assert.fail(`npm start did not stop within 30 s of SIGTERM:\n${s.output()}`);
+  }
+}
+
+function glitchSql(query: string): string {
+  const r = spawnSync('npm', ['run', '--silent', 'glitch', '--', 'sql', query], { cwd: repoRoot, env, encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 0, `glitch sql failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+let sensor: Sensor | undefined;
+
+before(async () => {
+  findClaudeBinary();
+  up = await startMockUpstream();
+  const [port, adminPort] = [await freePort(), await freePort()];
+  env = {
+    ...(process.env as Record<string, string>),
+    GLITCH_DATA_DIR: dataDir,
+    GLITCH_PORT: String(port),
+    GLITCH_ADMIN_PORT: String(adminPort),
+    GLITCH_UPSTREAM_URL: up.url,
+    GLITCH_FORWARDER_THREADS: '1',
+    GLITCH_LOG_LEVEL: 'warn',
+  };
+  // The embedded defaults only: no Kafka, ClickHouse server or keys file from the outer env.
+  for (const k of Object.keys(env)) if (/^(GLITCH_(KAFKA|CLICKHOUSE|KEYS)|ANTHROPIC_)/.test(k)) delete env[k];
+});
+
+after(async () => {
+  if (sensor) await stop(sensor).catch(() => process.kill(-sensor!.child.pid!, 'SIGKILL'));
+  await up?.close();
+});
+
+let sessionId = '';
+const answer = `Glitch sees you ${Date.now().toString(36)}`;
+
+test('npm start on a clean state: prints how to point Claude Code at it, relays the real CLI, and records the exchange', async () => {
+  assert.equal(existsSync(dataDir), false);
+  sensor = npmStart();
+  const base = await waitForOutput(sensor, /export ANTHROPIC_BASE_URL=(\S+)/, 180_000);
+  const headers = await waitForOutput(sensor, /export ANTHROPIC_CUSTOM_HEADERS="X-Glitch-Key: \$\(cat (\S+)\)"/, 5_000);
+  assert.match(sensor.output(), /created a tenant key for this machine/);
+  assert.equal(base[1], `http://127.0.0.1:${env.GLITCH_PORT}`);
+  const secret = readFileSync(headers[1]!, 'utf8').trim();
+  assert.match(secret, /^glitch_sk_/);
+
+  up.script(reply.stream({ content: [{ type: 'text', text: answer }] }, { eventDelayMs: 2 }));
+  const run = await runClaude({ baseUrl: base[1]!, glitchKey: secret, prompt: 'Say hello to Glitch', timeoutMs: 90_000 });
+  assert.equal(run.result?.result, answer, describeRun(run));
+  sessionId = run.result!.session_id;
+  assert.ok(up.requests.every((r) => !r.rawHeaders.join('\n').toLowerCase().includes('x-glitch-key')), 'X-Glitch-Key reached upstream');
+
+  // Ingest batches for up to GLITCH_INGEST_BATCH_MS; poll until the row is there.
+  const query = `SELECT route, status, stream, tenant_id, response_body LIKE '%${answer}%' AS has_answer FROM exchanges FINAL WHERE session_id = '${sessionId}' AND route = '/v1/messages'`;
+  const deadline = Date.now() + 30_000;
+  let printed = '';
+  while (Date.now() < deadline) {
+    printed = glitchSql(query);
+    if (/\(1 row\)/.test(printed)) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.match(printed, /\(1 row\)/, `the CLI's exchange never showed up in ClickHouse:\n${printed}\n--- sensor output ---\n${sensor.output()}`);
+  assert.match(printed, /\/v1\/messages\s+200\s+true\s+local\s+1/);
+  assert.ok(!sensor.output().includes(secret), 'the Glitch secret was printed or logged');
+
+  // The query the sensor printed as a first step works as printed.
+  const hint = sensor.output().match(/Query what was recorded: npm run glitch -- sql "([^"]+)"/);
+  assert.ok(hint, sensor.output());
+  const recent = glitchSql(hint[1]!);
+  assert.match(recent, /received_at\s+route\s+model\s+status/);
+  assert.match(recent, /\/v1\/messages\s+\S+\s+200/);
+});
+
+test('a restart keeps the key and the data; with the sensor stopped, glitch sql reads chDB directly', async () => {
+  assert.ok(sessionId, 'needs the first test');
+  await stop(sensor!);
+  assert.match(sensor!.output(), /stopped: \d+ exchanges captured/);
+  assert.equal(existsSync(join(dataDir, 'sensor.json')), false, 'the sensor file is removed on a clean stop');
+
+  // Stopped: glitch sql opens the embedded chDB itself.
+  const direct = glitchSql(`SELECT count() AS n FROM exchanges FINAL WHERE session_id = '${sessionId}' AND route = '/v1/messages'`);
+  assert.match(direct, /^\s*1$/m, direct);
+
+  sensor = npmStart();
+  await waitForOutput(sensor, /export ANTHROPIC_BASE_URL=/, 180_000);
+  assert.doesNotMatch(sensor.output(), /created a tenant key/, 'the key is kept across restarts');
+  const again = glitchSql(`SELECT count() AS n FROM exchanges FINAL WHERE session_id = '${sessionId}' AND route = '/v1/messages'`);
+  assert.match(again, /^\s*1$/m, again);
+});
