@@ -4,15 +4,12 @@
 // switch to the real ones.
 import { createKafkaBus, createMemoryBus, type Bus } from '@glitch/bus';
 import { loadConfig, upEnv } from '@glitch/config';
-import { loadKeysFile, startForwarder } from '@glitch/forwarder';
 import { startIngest } from '@glitch/ingest';
 import { createLogger } from '@glitch/log';
-import { RecordPublisher } from '@glitch/recorder';
-import { DiskSpool } from '@glitch/spool';
 import { clickHouseTarget, openDatabase } from '@glitch/store';
-import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ensureLocalKey } from './local-key.js';
+import { startRecordingForwarder } from './recording-forwarder.js';
 import { removeSensorFile, writeSensorFile } from './sensor-file.js';
 import { startSqlEndpoint } from './sql-endpoint.js';
 
@@ -21,8 +18,6 @@ export async function up(env: Readonly<Record<string, string | undefined>>, out:
   const dataDir = resolve(config.GLITCH_DATA_DIR);
   const logger = createLogger({ name: 'glitch', level: config.GLITCH_LOG_LEVEL });
   const local = config.GLITCH_KEYS_FILE ? undefined : ensureLocalKey(dataDir);
-  const keys = loadKeysFile(config.GLITCH_KEYS_FILE ?? local!.keyFile);
-  const threads = config.GLITCH_FORWARDER_THREADS || availableParallelism();
 
   const brokers = config.GLITCH_KAFKA_BROKERS;
   const bus: Bus = brokers ? createKafkaBus({ brokers, logger }) : createMemoryBus({ logger });
@@ -37,30 +32,7 @@ export async function up(env: Readonly<Record<string, string | undefined>>, out:
     batchMs: config.GLITCH_INGEST_BATCH_MS,
     logger,
   });
-  const spool = new DiskSpool({
-    dir: join(dataDir, 'spool'),
-    maxBytes: config.GLITCH_SPOOL_MAX_BYTES,
-    whenFull: config.GLITCH_SPOOL_WHEN_FULL,
-    onFull: (info) => logger.error(info, 'record spool is full'),
-  });
-  const recorder = new RecordPublisher({ bus, spool, logger });
-  const forwarder = await startForwarder({
-    host: config.GLITCH_HOST,
-    port: config.GLITCH_PORT,
-    adminHost: config.GLITCH_ADMIN_HOST,
-    adminPort: config.GLITCH_ADMIN_PORT,
-    upstreamUrl: config.GLITCH_UPSTREAM_URL,
-    threads,
-    keys,
-    recorder,
-    bodyLimitBytes: config.GLITCH_BODY_LIMIT_BYTES,
-    headerLimitBytes: config.GLITCH_HEADER_LIMIT_BYTES,
-    firstByteTimeoutMs: config.GLITCH_FIRST_BYTE_TIMEOUT_MS,
-    idleTimeoutMs: config.GLITCH_IDLE_TIMEOUT_MS,
-    shutdownGraceMs: config.GLITCH_SHUTDOWN_GRACE_MS,
-    upstreamConnections: config.GLITCH_UPSTREAM_CONNECTIONS,
-    logger,
-  });
+  const { forwarder, recorder, threads, stop: stopForwarder } = await startRecordingForwarder(config, config.GLITCH_KEYS_FILE ?? local!.keyFile, bus, logger);
   const sqlEndpoint = await startSqlEndpoint(clickhouse);
   writeSensorFile(dataDir, { pid: process.pid, sqlUrl: sqlEndpoint.url, token: sqlEndpoint.token });
 
@@ -83,8 +55,7 @@ export async function up(env: Readonly<Record<string, string | undefined>>, out:
   return async () => {
     // Order matters: stop taking traffic, flush records to the bus (or spool), let ingest
     // write and commit what it has, then close storage.
-    await forwarder.stop();
-    await recorder.close();
+    await stopForwarder();
     await ingest.stop();
     await sqlEndpoint.close();
     removeSensorFile(dataDir);

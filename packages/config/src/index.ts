@@ -88,6 +88,10 @@ export const forwarderEnv = commonEnv.extend({
   GLITCH_KEYS_FILE: z.string().optional(),
   GLITCH_KAFKA_BROKERS: brokerList.optional(),
   GLITCH_REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL').optional(),
+  // Where records wait while the bus is unreachable (under GLITCH_DATA_DIR/spool), and what
+  // happens when it is full: refuse new requests with 503, or drop the oldest records.
+  GLITCH_SPOOL_MAX_BYTES: positiveInt(1024 * 1024 * 1024),
+  GLITCH_SPOOL_WHEN_FULL: z.enum(['drop-oldest', 'refuse']).default('refuse'),
 });
 export type ForwarderConfig = z.output<typeof forwarderEnv>;
 
@@ -110,6 +114,9 @@ export const ingestEnv = commonEnv.extend({
   GLITCH_INGEST_BATCH_ROWS: positiveInt(5_000),
   GLITCH_INGEST_BATCH_MS: positiveInt(1_000),
   GLITCH_INGEST_BATCH_BYTES: positiveInt(64 * 1024 * 1024),
+  // /healthz and Prometheus /metrics of the ingest process (0 = any free port).
+  GLITCH_INGEST_ADMIN_HOST: z.string().default('127.0.0.1'),
+  GLITCH_INGEST_ADMIN_PORT: port(8789),
 });
 export type IngestConfig = z.output<typeof ingestEnv>;
 
@@ -118,8 +125,5 @@ export const upEnv = forwarderEnv.extend({
   ...clickhouseFields,
   GLITCH_INGEST_BATCH_ROWS: positiveInt(5_000),
   GLITCH_INGEST_BATCH_MS: positiveInt(500),
-  // Where records wait while the bus is unreachable, and what happens when it is full.
-  GLITCH_SPOOL_MAX_BYTES: positiveInt(1024 * 1024 * 1024),
-  GLITCH_SPOOL_WHEN_FULL: z.enum(['drop-oldest', 'refuse']).default('refuse'),
 });
 export type UpConfig = z.output<typeof upEnv>;

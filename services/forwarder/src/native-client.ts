@@ -523,9 +523,14 @@ class UpstreamConnection {
     );
   }
 
-  /** Called by the pool's sweep. */
+  /**
+   * Called by the pool's sweep. `activity` is the tick current when the last event happened,
+   * which was anywhere inside that tick: only whole ticks after it count, so a timeout fires
+   * between `limitMs` and `limitMs + tickMs` of silence, never before (a 300 ms first-byte
+   * timeout used to fire after as little as 225 ms).
+   */
   checkTimeout(tick: number, tickMs: number): void {
-    const silentMs = (tick - this.activity) * tickMs;
+    const silentMs = (tick - this.activity - 1) * tickMs;
     if (this.handler === null) {
       if (this.state === IDLE && silentMs >= this.keepAliveMs) this.destroy();
       return;
