@@ -141,4 +141,19 @@ test('a restart keeps the key and the data; with the sensor stopped, glitch sql 
   assert.doesNotMatch(sensor.output(), /created a tenant key/, 'the key is kept across restarts');
   const again = glitchSql(`SELECT count() AS n FROM exchanges FINAL WHERE session_id = '${sessionId}' AND route = '/v1/messages'`);
   assert.match(again, /^\s*1$/m, again);
+
+  // New traffic after the restart is recorded too (the in-process bus starts its offsets
+  // after what ClickHouse holds, so ingest neither skips nor dedups it away).
+  const base = (await waitForOutput(sensor, /export ANTHROPIC_BASE_URL=(\S+)/, 1_000))[1]!;
+  const secret = readFileSync(join(dataDir, 'local-key'), 'utf8').trim();
+  up.script(reply.stream({ content: [{ type: 'text', text: 'after restart' }] }));
+  const run = await runClaude({ baseUrl: base, glitchKey: secret, prompt: 'Again', timeoutMs: 90_000 });
+  assert.equal(run.result?.result, 'after restart', describeRun(run));
+  const second = run.result!.session_id;
+  let printed = '';
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 250))) {
+    printed = glitchSql(`SELECT session_id FROM exchanges FINAL WHERE route = '/v1/messages' ORDER BY received_at`);
+    if (printed.includes(second)) break;
+  }
+  assert.ok(printed.includes(second) && printed.includes(sessionId) && /\(2 rows\)/.test(printed), `both sessions, once each:\n${printed}`);
 });

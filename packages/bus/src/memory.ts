@@ -18,6 +18,12 @@ export interface MemoryBusOptions {
   /** Messages handed to a handler at once. Default 500. */
   maxBatchMessages?: number;
   logger?: BusLogger;
+  /**
+   * Where a partition's offsets begin (default 0). Offsets must never repeat for a
+   * consumer that remembers them elsewhere: embedded ingest skips offsets ClickHouse already
+   * holds, so `glitch up` starts each log after the highest offset stored before a restart.
+   */
+  firstOffset?: (topic: string, partition: number) => bigint;
 }
 
 export interface MemoryBus extends Bus {
@@ -33,10 +39,11 @@ interface Stored extends RawMessage {
 }
 
 class PartitionLog {
-  start = 0n;
   messages: Stored[] = [];
   bytes = 0;
   private waiters = new Set<() => void>();
+
+  constructor(public start: bigint) {}
 
   get end(): bigint {
     return this.start + BigInt(this.messages.length);
@@ -146,7 +153,7 @@ export function createMemoryBus(opts: MemoryBusOptions = {}): MemoryBus {
       return existing;
     }
     if (!Number.isInteger(partitions) || partitions < 1) throw new Error(`topic ${name}: partitions must be a positive integer`);
-    const t: Topic = { name, partitions: Array.from({ length: partitions }, () => new PartitionLog()), droppedUnconsumed: 0, counter: 0 };
+    const t: Topic = { name, partitions: Array.from({ length: partitions }, (_, p) => new PartitionLog(opts.firstOffset?.(name, p) ?? 0n)), droppedUnconsumed: 0, counter: 0 };
     topics.set(name, t);
     return t;
   }

@@ -6,7 +6,8 @@ import { createKafkaBus, createMemoryBus, type Bus } from '@glitch/bus';
 import { loadConfig, upEnv } from '@glitch/config';
 import { startIngest } from '@glitch/ingest';
 import { createLogger } from '@glitch/log';
-import { clickHouseTarget, openDatabase } from '@glitch/store';
+import { clickHouseTarget, insertedWatermarks, migrate, openDatabase, type ClickHouseClient } from '@glitch/store';
+import { TOPICS } from '@glitch/records';
 import { join, resolve } from 'node:path';
 import { ensureLocalKey } from './local-key.js';
 import { startRecordingForwarder } from './recording-forwarder.js';
@@ -20,13 +21,14 @@ export async function up(env: Readonly<Record<string, string | undefined>>, out:
   const local = config.GLITCH_KEYS_FILE ? undefined : ensureLocalKey(dataDir);
 
   const brokers = config.GLITCH_KAFKA_BROKERS;
-  const bus: Bus = brokers ? createKafkaBus({ brokers, logger }) : createMemoryBus({ logger });
   const target = clickHouseTarget(config.GLITCH_CLICKHOUSE_URL, join(dataDir, 'clickhouse'));
   const clickhouse = await openDatabase(target, config.GLITCH_CLICKHOUSE_DATABASE, { create: true });
+  await migrate(clickhouse, { ttlDays: config.GLITCH_RETENTION_DAYS });
+  const bus: Bus = brokers ? createKafkaBus({ brokers, logger }) : createMemoryBus({ logger, firstOffset: await offsetsAfterStored(clickhouse) });
   const ingest = await startIngest({
     bus,
     clickhouse: { client: clickhouse },
-    migrate: { ttlDays: config.GLITCH_RETENTION_DAYS },
+    migrate: false,
     groupId: 'glitch-ingest',
     batchRows: config.GLITCH_INGEST_BATCH_ROWS,
     batchMs: config.GLITCH_INGEST_BATCH_MS,
@@ -63,5 +65,21 @@ export async function up(env: Readonly<Record<string, string | undefined>>, out:
     await clickhouse.close();
     const s = recorder.stats;
     out(`stopped: ${s.captured} exchanges captured, ${s.published} published, ${s.spooled} spooled, ${s.replayed} replayed, ${s.spool.entries} left in the spool for next start`);
+  };
+}
+
+/**
+ * The in-memory bus restarts its offsets with the process, but ingest remembers offsets in
+ * ClickHouse (it skips what it already stored, and dedup tokens are made of offsets). So
+ * each log continues after the highest offset stored by earlier runs: offsets never repeat.
+ */
+async function offsetsAfterStored(client: ClickHouseClient): Promise<(topic: string, partition: number) => bigint> {
+  const stored = new Map<string, Map<number, bigint>>([
+    [TOPICS.exchanges, await insertedWatermarks(client, 'exchanges', TOPICS.exchanges)],
+    [TOPICS.findings, await insertedWatermarks(client, 'findings', TOPICS.findings)],
+  ]);
+  return (topic, partition) => {
+    const last = stored.get(topic)?.get(partition);
+    return last === undefined ? 0n : last + 1n;
   };
 }

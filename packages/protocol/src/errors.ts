@@ -18,6 +18,8 @@ export interface ErrorSpec {
   status: number;
   type: AnthropicErrorType;
   message: string;
+  /** Seconds for a `retry-after` header: the SDKs (and so Claude Code) wait that long before retrying. */
+  retryAfterSeconds?: number;
 }
 
 export const ERRORS = {
@@ -32,6 +34,8 @@ export const ERRORS = {
   upstream_connection_lost: { status: 502, type: 'api_error', message: 'The upstream API closed the connection before responding.' },
   upstream_protocol_error: { status: 502, type: 'api_error', message: 'The upstream API sent an invalid HTTP response.' },
   upstream_first_byte_timeout: { status: 504, type: 'api_error', message: 'The upstream API did not start responding in time.' },
+  /** Every upstream connection the forwarder may open is busy and none freed up in time. */
+  upstream_pool_exhausted: { status: 503, type: 'overloaded_error', message: 'Glitch has no free upstream connection; try again shortly.', retryAfterSeconds: 2 },
   /** Record-only: headers were already relayed, so the client connection is closed instead. */
   upstream_stream_interrupted: { status: 502, type: 'api_error', message: 'The upstream API stream ended abnormally after the response started.' },
   /** Record-only: upstream went silent mid-body longer than the idle timeout. */
@@ -40,6 +44,12 @@ export const ERRORS = {
   client_aborted: { status: 499, type: 'api_error', message: 'The client closed the connection.' },
   /** In-flight exchanges still open when the shutdown grace period ended. */
   shutdown_aborted: { status: 503, type: 'overloaded_error', message: 'Glitch is shutting down.' },
+  /**
+   * The record spool is full and the configured policy is to refuse traffic rather than
+   * relay requests it cannot record: new authenticated requests are answered without
+   * calling upstream until the spool drains.
+   */
+  record_spool_full: { status: 503, type: 'overloaded_error', message: 'Glitch cannot record new requests right now (record spool full); try again shortly.', retryAfterSeconds: 5 },
   internal_error: { status: 500, type: 'api_error', message: 'Internal Glitch error.' },
 } as const satisfies Record<string, ErrorSpec>;
 

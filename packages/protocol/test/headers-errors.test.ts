@@ -124,6 +124,8 @@ describe('error catalogue', () => {
       assert.ok(anthropicTypes.has(spec.type), `${code} type ${spec.type}`);
       assert.ok(spec.message.length > 0, `${code} message`);
       assert.ok(isErrorCode(code));
+      const retry = (spec as { retryAfterSeconds?: number }).retryAfterSeconds;
+      assert.ok(retry === undefined || (Number.isInteger(retry) && retry > 0), `${code} retryAfterSeconds`);
     }
     assert.equal(isErrorCode('toString'), false);
   });
@@ -138,6 +140,8 @@ describe('error catalogue', () => {
       malformed_request: [400, 'invalid_request_error'],
       upstream_connect_failed: [502, 'api_error'],
       upstream_first_byte_timeout: [504, 'api_error'],
+      upstream_pool_exhausted: [503, 'overloaded_error'],
+      record_spool_full: [503, 'overloaded_error'],
     };
     for (const [code, [status, type]] of Object.entries(want)) {
       assert.equal(ERRORS[code as ErrorCode].status, status, code);
