@@ -35,6 +35,13 @@ export interface KafkaBusOptions {
   requestTimeoutMs?: number;
   /** kafkajs retries inside one publish before its outcome is `retry`. */
   producerRetry?: { retries: number; initialRetryTime: number; maxRetryTime: number };
+  /**
+   * kafkajs retries for connecting and metadata (every request of this client goes through
+   * them, so with the broker down a publish takes these *and* producerRetry before `retry`).
+   * Default kafkajs's: 5 retries from 300 ms, ≈ 10 s. A recorder that should start spooling
+   * quickly sets it low.
+   */
+  clientRetry?: { retries: number; initialRetryTime: number; maxRetryTime: number };
   consumer?: {
     sessionTimeoutMs?: number;
     heartbeatIntervalMs?: number;
@@ -100,6 +107,7 @@ export function createKafkaBus(opts: KafkaBusOptions): Bus {
     requestTimeout: opts.requestTimeoutMs ?? 30_000,
     logLevel: logLevel.WARN,
     logCreator: kafkaLogCreator(logger),
+    ...(opts.clientRetry ? { retry: opts.clientRetry } : {}),
   };
   const kafka = new Kafka(config);
   let producer: Producer | undefined;

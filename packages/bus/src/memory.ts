@@ -3,6 +3,7 @@
 // against Kafka behaves the same here. Logs are trimmed once every group that reads a topic
 // has committed past a message, and capped in bytes (drop-oldest, loudly) so a stalled
 // consumer cannot exhaust memory.
+import { BusStore } from './bus-store.js';
 import { chunkMessages } from './chunking.js';
 import { ConsumerCore, sleep, type RawMessage } from './consume.js';
 import { keyBuffer, partitionFor } from './partitioner.js';
@@ -24,6 +25,11 @@ export interface MemoryBusOptions {
    * holds, so `glitch up` starts each log after the highest offset stored before a restart.
    */
   firstOffset?: (topic: string, partition: number) => bigint;
+  /**
+   * Keep every partition on disk too (and the groups' commits), so a crash loses nothing
+   * published: publishes resolve after an fsync, and a new bus on the same dir reloads.
+   */
+  persistDir?: string;
 }
 
 export interface MemoryBus extends Bus {
@@ -49,9 +55,15 @@ class PartitionLog {
     return this.start + BigInt(this.messages.length);
   }
 
+  /** Set when the bus is persisted: called with each new message before it is visible. */
+  persist: ((m: Stored) => void) | undefined;
+  onTrim: ((start: bigint) => void) | undefined;
+
   append(m: Omit<Stored, 'offset'>): bigint {
     const offset = this.end;
-    this.messages.push({ ...m, offset });
+    const stored = { ...m, offset };
+    this.persist?.(stored);
+    this.messages.push(stored);
     this.bytes += m.bytes;
     return offset;
   }
@@ -67,6 +79,7 @@ class PartitionLog {
     if (n <= 0) return 0;
     for (const m of this.messages.splice(0, n)) this.bytes -= m.bytes;
     this.start += BigInt(n);
+    this.onTrim?.(this.start);
     return n;
   }
 
@@ -145,6 +158,7 @@ export function createMemoryBus(opts: MemoryBusOptions = {}): MemoryBus {
   const groups = new Map<string, Group>();
   let nextMemberId = 1;
   let closed = false;
+  const store = opts.persistDir ? new BusStore({ dir: opts.persistDir, ...(logger ? { logger } : {}) }) : undefined;
 
   function createTopic(name: string, partitions: number): Topic {
     const existing = topics.get(name);
@@ -153,11 +167,22 @@ export function createMemoryBus(opts: MemoryBusOptions = {}): MemoryBus {
       return existing;
     }
     if (!Number.isInteger(partitions) || partitions < 1) throw new Error(`topic ${name}: partitions must be a positive integer`);
-    const t: Topic = { name, partitions: Array.from({ length: partitions }, (_, p) => new PartitionLog(opts.firstOffset?.(name, p) ?? 0n)), droppedUnconsumed: 0, counter: 0 };
+    const t: Topic = { name, partitions: Array.from({ length: partitions }, (_, p) => openPartition(name, p)), droppedUnconsumed: 0, counter: 0 };
     topics.set(name, t);
     return t;
   }
-  const topicOf = (name: string): Topic => topics.get(name) ?? createTopic(name, defaultPartitions);
+  const topicOf = (name: string): Topic => topics.get(name) ?? createTopic(name, store?.partitionsOf(name) ?? defaultPartitions);
+
+  function openPartition(name: string, partition: number): PartitionLog {
+    const first = opts.firstOffset?.(name, partition) ?? 0n;
+    if (!store) return new PartitionLog(first);
+    const loaded = store.loadPartition(name, partition);
+    const log = new PartitionLog(loaded.messages[0]?.offset ?? (loaded.next > first ? loaded.next : first));
+    for (const m of loaded.messages) log.append({ ...m, bytes: m.value.length + (m.key?.length ?? 0) });
+    log.persist = (m) => store.append(name, partition, m);
+    log.onTrim = (start) => store.trim(name, partition, start);
+    return log;
+  }
 
   function append(topic: Topic, m: OutgoingMessage, counter: number): PublishOutcome {
     const key = keyBuffer(m.key);
@@ -252,6 +277,7 @@ export function createMemoryBus(opts: MemoryBusOptions = {}): MemoryBus {
           // The previous owner finishing its batch after a rebalance still commits: it holds
           // the partition lock, so the next owner reads the committed offset after it.
           group.committed.set(tp, r.commitOffset);
+          store?.commit(group.id, tp, r.commitOffset);
           lastCommitted = r.commitOffset;
           member.core.recordCommit(name, partition, r.commitOffset);
           trim(topic, partition);
@@ -286,7 +312,16 @@ export function createMemoryBus(opts: MemoryBusOptions = {}): MemoryBus {
       const t = topicOf(topic);
       // Keyless messages of one call share a partition (a chunk set must stay together).
       const counter = t.counter++;
-      return messages.map((m) => append(t, m, counter));
+      const outcomes = messages.map((m) => append(t, m, counter));
+      if (store) {
+        try {
+          await store.sync();
+        } catch (e) {
+          // Consumers in this process still get the messages; only crash safety is lost.
+          logger?.error({ err: e, topic }, 'in-memory bus: fsync of the partition log failed');
+        }
+      }
+      return outcomes;
     },
     async publishRecord(topic, key, serialized, recordId) {
       if (serialized.length + (keyBuffer(key)?.length ?? 0) <= maxMessageBytes) return bus.publish(topic, key, serialized);
@@ -299,7 +334,10 @@ export function createMemoryBus(opts: MemoryBusOptions = {}): MemoryBus {
       const core = new ConsumerCore(so, (t, k, v) => bus.publishRecord(t, k, v), logger);
       const member = new Member(nextMemberId++, [...so.topics], core, so.fromBeginning ?? true);
       let group = groups.get(so.groupId);
-      if (!group) groups.set(so.groupId, (group = new Group(so.groupId)));
+      if (!group) {
+        groups.set(so.groupId, (group = new Group(so.groupId)));
+        if (store) for (const [tp, offset] of store.committed(so.groupId)) group.committed.set(tp, offset);
+      }
       const g = group;
       g.members.push(member);
       rebalance(g);
@@ -323,6 +361,7 @@ export function createMemoryBus(opts: MemoryBusOptions = {}): MemoryBus {
     },
     async close() {
       closed = true;
+      store?.close();
       for (const g of groups.values()) {
         for (const m of [...g.members]) {
           m.running = false;

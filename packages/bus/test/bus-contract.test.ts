@@ -5,6 +5,9 @@ import { createKafkaBus, createMemoryBus } from '@glitch/bus';
 import { createLogger } from '@glitch/log';
 import { kafka } from '../../../test/harness/kafka.js';
 import { busContract } from './contract.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const logger = createLogger({ name: 'bus-test', level: 'error' });
 
@@ -15,6 +18,18 @@ busContract({
     return {
       bus,
       description: 'in-memory bus',
+      createTopic: async (name, partitions) => bus.createTopic(name, partitions),
+    };
+  },
+});
+
+busContract({
+  name: 'in-memory, persisted to disk',
+  async open() {
+    const bus = createMemoryBus({ logger, persistDir: mkdtempSync(join(tmpdir(), 'glitch-bus-')) });
+    return {
+      bus,
+      description: 'in-memory bus with partition files',
       createTopic: async (name, partitions) => bus.createTopic(name, partitions),
     };
   },

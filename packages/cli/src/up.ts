@@ -1,7 +1,7 @@
 // `glitch up` (what `npm start` runs): the all-in-one sensor. One process: the forwarder,
 // the recorder (bus + disk spool), and ingest into ClickHouse. Embedded defaults: an
-// in-memory bus and chDB under the data dir; GLITCH_KAFKA_BROKERS and GLITCH_CLICKHOUSE_URL
-// switch to the real ones.
+// in-memory bus persisted under the data dir (a crash loses nothing published) and chDB;
+// GLITCH_KAFKA_BROKERS and GLITCH_CLICKHOUSE_URL switch to the real ones.
 import { createKafkaBus, createMemoryBus, type Bus } from '@glitch/bus';
 import { loadConfig, upEnv } from '@glitch/config';
 import { startIngest } from '@glitch/ingest';
@@ -24,7 +24,7 @@ export async function up(env: Readonly<Record<string, string | undefined>>, out:
   const target = clickHouseTarget(config.GLITCH_CLICKHOUSE_URL, join(dataDir, 'clickhouse'));
   const clickhouse = await openDatabase(target, config.GLITCH_CLICKHOUSE_DATABASE, { create: true });
   await migrate(clickhouse, { ttlDays: config.GLITCH_RETENTION_DAYS });
-  const bus: Bus = brokers ? createKafkaBus({ brokers, logger }) : createMemoryBus({ logger, firstOffset: await offsetsAfterStored(clickhouse) });
+  const bus: Bus = brokers ? createKafkaBus({ brokers, logger }) : createMemoryBus({ logger, persistDir: join(dataDir, 'bus'), firstOffset: await offsetsAfterStored(clickhouse) });
   const ingest = await startIngest({
     bus,
     clickhouse: { client: clickhouse },

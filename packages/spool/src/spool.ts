@@ -10,7 +10,7 @@
 // re-sends at most the unacked part (consumers deduplicate by record id).
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, truncateSync, unlinkSync, writeSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
+import { FRAME_HEADER_BYTES, frameHeader, scanFrames } from './frames.js';
 
 export type SpoolFullPolicy = 'drop-oldest' | 'refuse';
 
@@ -43,7 +43,7 @@ export interface SpoolStats {
 /** What a replay handler says about one entry. `retry` stops the replay, keeping the entry. */
 export type ReplayOutcome = 'ok' | 'retry';
 
-const HEADER = 8;
+const HEADER = FRAME_HEADER_BYTES;
 const SEGMENT_RE = /^(\d{12})\.seg$/;
 const CURSOR = 'cursor';
 
@@ -128,10 +128,7 @@ export class DiskSpool {
       }
       this.signalFull(dropped);
     }
-    const header = Buffer.allocUnsafe(HEADER);
-    header.writeUInt32LE(payload.byteLength, 0);
-    header.writeUInt32LE(crc32(payload), 4);
-    this.pending.push(header, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
+    this.pending.push(frameHeader(payload), Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
     this.pendingBytes += size;
     this.pendingEntries++;
     this.counters.appended++;
@@ -281,16 +278,8 @@ export class DiskSpool {
 
 /** Counts the valid entries of a segment; anything after the first bad frame is torn. */
 export function scanSegment(data: Buffer): { entries: number; validBytes: number; torn: number } {
-  let offset = 0;
-  let entries = 0;
-  while (offset + HEADER <= data.byteLength) {
-    const len = data.readUInt32LE(offset);
-    const end = offset + HEADER + len;
-    if (end > data.byteLength || crc32(data.subarray(offset + HEADER, end)) !== data.readUInt32LE(offset + 4)) break;
-    offset = end;
-    entries++;
-  }
-  return { entries, validBytes: offset, torn: offset < data.byteLength ? 1 : 0 };
+  const { payloads, validBytes, torn } = scanFrames(data);
+  return { entries: payloads.length, validBytes, torn };
 }
 
 export function segmentFileSize(path: string): number {
