@@ -5,10 +5,11 @@
 // still there, and `glitch sql` reads chDB directly once the sensor is gone.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { scanFrames } from '@glitch/spool';
 import { describeRun, findClaudeBinary, runClaude } from '../support/claude-cli.js';
 import { freePort, repoRoot } from '../support/forwarder.js';
 import { reply, startMockUpstream, type MockUpstream } from '../support/mock-upstream.js';
@@ -23,9 +24,9 @@ interface Sensor {
   exited: Promise<number | null>;
 }
 
-function npmStart(): Sensor {
+function npmStart(extraEnv: Record<string, string> = {}): Sensor {
   // detached: its own process group, so a failing test can still take down npm's children.
-  const child = spawn('npm', ['start'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn('npm', ['start'], { cwd: repoRoot, env: { ...env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let out = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
   child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
@@ -156,4 +157,53 @@ test('a restart keeps the key and the data; with the sensor stopped, glitch sql 
     if (printed.includes(second)) break;
   }
   assert.ok(printed.includes(second) && printed.includes(sessionId) && /\(2 rows\)/.test(printed), `both sessions, once each:\n${printed}`);
+});
+
+/** How many messages in the embedded bus's exchanges log on disk contain `marker`. */
+function busMessagesContaining(marker: string): number {
+  const dir = join(dataDir, 'bus', 'glitch.exchanges.v1', '0');
+  if (!existsSync(dir)) return 0;
+  let n = 0;
+  for (const f of readdirSync(dir)) for (const p of scanFrames(readFileSync(join(dir, f))).payloads) if (p.includes(marker)) n++;
+  return n;
+}
+
+test('a crash (kill -9 of the whole sensor) before ingest ran loses nothing: the restarted sensor stores every exchange once', async () => {
+  await stop(sensor!);
+  // Ingest batches for a minute in this run, so every record is still only in the bus when the sensor dies.
+  sensor = npmStart({ GLITCH_INGEST_BATCH_MS: '60000' });
+  const base = (await waitForOutput(sensor, /export ANTHROPIC_BASE_URL=(\S+)/, 180_000))[1]!;
+  const secret = readFileSync(join(dataDir, 'local-key'), 'utf8').trim();
+  const marker = `crash-${Date.now().toString(36)}`;
+  const N = 20;
+  await Promise.all(
+    Array.from({ length: N }, async (_, i) => {
+      const stream = i % 2 === 1;
+      const r = await fetch(`${base}/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': 'sk-ant-test-crash', 'x-glitch-key': secret, 'x-claude-code-session-id': `${marker}-${i}` },
+        body: JSON.stringify({ model: 'claude-glitch-test-1', max_tokens: 16, stream, messages: [{ role: 'user', content: `crash test ${i}` }] }),
+      });
+      assert.equal(r.status, 200);
+      await r.arrayBuffer();
+    }),
+  );
+  const deadline = Date.now() + 10_000;
+  while (busMessagesContaining(marker) < N && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(busMessagesContaining(marker), N, 'every record reached the bus log on disk');
+
+  process.kill(-sensor!.child.pid!, 'SIGKILL'); // npm, the launcher and the sensor: like a power cut
+  await sensor!.exited;
+  assert.doesNotMatch(sensor!.output(), /stopped:/, 'it did not get to drain');
+
+  sensor = npmStart();
+  await waitForOutput(sensor, /export ANTHROPIC_BASE_URL=/, 180_000);
+  const query = `SELECT count() AS rows, uniqExact(id) AS ids, uniqExact(session_id) AS sessions FROM exchanges WHERE session_id LIKE '${marker}-%'`;
+  let printed = '';
+  for (const until = Date.now() + 30_000; Date.now() < until; await new Promise((r) => setTimeout(r, 250))) {
+    printed = glitchSql(query);
+    if (new RegExp(`^\\s*${N}\\s+${N}\\s+${N}\\s*$`, 'm').test(printed)) break;
+  }
+  // Not FINAL: exactly N rows even before any merge, so nothing was inserted twice.
+  assert.match(printed, new RegExp(`^\\s*${N}\\s+${N}\\s+${N}\\s*$`, 'm'), printed);
 });
