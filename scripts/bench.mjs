@@ -1,11 +1,31 @@
-// `npm run bench`: install + build like scripts/build.mjs, then run the forwarder bench
-// (test/bench/forwarder/run.ts; needs Debian nginx and wrk). Not part of `npm test`.
-// Extra arguments pass through, e.g. `npm run bench -- --duration=5 --only=glitch`.
+// `npm run bench`: install + build like scripts/build.mjs, then run the benches. Not part of
+// `npm test`.
+// - forwarder (test/bench/forwarder/run.ts; needs Debian nginx and wrk)
+// - pipeline  (test/bench/pipeline/run.ts: records/s forwarder → Kafka → ClickHouse, and the
+//   forwarder's added latency with recording on vs off)
+// `--suite=forwarder|pipeline` runs one (`npm run bench:pipeline` = `--suite=pipeline`); other
+// arguments pass through to it, e.g. `npm run bench -- --suite=forwarder --duration=5 --only=glitch`.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { build, ensureInstalled, root } from './lib/bootstrap.mjs';
 
+const argv = process.argv.slice(2);
+const suiteArg = argv.find((a) => a.startsWith('--suite='));
+const rest = argv.filter((a) => a !== suiteArg);
+const suites = suiteArg ? [suiteArg.slice('--suite='.length)] : ['forwarder', 'pipeline'];
+for (const s of suites) {
+  if (s !== 'forwarder' && s !== 'pipeline') {
+    console.error(`unknown bench suite ${s} (forwarder, pipeline)`);
+    process.exit(2);
+  }
+}
+
 ensureInstalled();
 build();
-const r = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(root, 'test', 'bench', 'forwarder', 'run.ts'), ...process.argv.slice(2)], { stdio: 'inherit', cwd: root });
-process.exit(r.status ?? 1);
+let status = 0;
+for (const s of suites) {
+  console.log(`[bench] suite: ${s}`);
+  const r = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(root, 'test', 'bench', s, 'run.ts'), ...rest], { stdio: 'inherit', cwd: root });
+  status ||= r.status ?? 1;
+}
+process.exit(status);

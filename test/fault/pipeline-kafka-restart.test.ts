@@ -72,15 +72,17 @@ test('Kafka down mid-load and back: every record lands once, in order per sessio
     await waitFor(() => sensor.publisher.stats.published >= 30, 30_000, 'records reaching Kafka before the outage', () => sensor.publisher.stats);
 
     await mock.setBrokerDown();
+    const downAt = Date.now();
     const atDown = total();
     t.diagnostic(`broker down after ${atDown} exchanges`);
     // The forwarder keeps answering; the recorder notices the outage and spools.
-    await waitFor(() => sensor.publisher.stats.spooled >= 50, 60_000, 'records spooled while Kafka is down', () => sensor.publisher.stats);
+    // Down long enough that the replay is refused a few times too (it retries every 250 ms).
+    await waitFor(() => sensor.publisher.stats.spooled >= 150 && sensor.publisher.stats.busRefusals >= 4, 60_000, 'records spooled while Kafka is down', () => sensor.publisher.stats);
     const duringOutage = total() - atDown;
 
     await mock.setBrokerUp();
     const atUp = total();
-    t.diagnostic(`broker up after ${atUp} exchanges (${duringOutage} sent while it was down)`);
+    t.diagnostic(`broker up after ${atUp} exchanges (${duringOutage} sent during the ${Date.now() - downAt} ms it was down)`);
     // Keep the load on while the spool replays: new records must queue behind it.
     await waitFor(() => sensor.publisher.stats.replayed > 0, 60_000, 'the spool replaying', () => sensor.publisher.stats);
     await waitFor(() => total() >= atUp + 60, 30_000, '60 more exchanges after the broker returned');
@@ -93,7 +95,7 @@ test('Kafka down mid-load and back: every record lands once, in order per sessio
     await waitFor(async () => (await scalar(ch.client, 'SELECT count() FROM exchanges FINAL')) >= N, 90_000, `${N} exchanges in ClickHouse`, async () => ({
       stored: await scalar(ch.client, 'SELECT count() FROM exchanges'),
       publisher: sensor.publisher.stats,
-      ingest: { ...ingest.stats(), bus: undefined },
+      ingest: ingest.stats(),
     }));
     await waitFor(() => ingest.stats().received >= N, 30_000, 'ingest received every record');
 
@@ -108,7 +110,7 @@ test('Kafka down mid-load and back: every record lands once, in order per sessio
     const p = sensor.publisher.stats;
     t.diagnostic(`${N} exchanges: ${p.published} published directly, ${p.spooled} went through the spool (${p.replayed} replayed); spooling episodes ${JSON.stringify(p.spoolingEpisodes)}; ingest retried ${ingest.stats().bus.retried} batches`);
     console.log(`[pipeline-kafka-restart] ${p.spooled} of ${N} records went through the spool`);
-    assert.ok(p.spooled >= 50);
+    assert.ok(p.spooled >= 150);
     assert.equal(p.spooled, p.replayed, 'every spooled record was replayed');
     assert.equal(p.published + p.replayed, N);
     assert.deepEqual(p.dropped, {});

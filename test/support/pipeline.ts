@@ -41,6 +41,7 @@ export function recorderBus(brokers: string[], logger: Logger, extra: Partial<Ka
     connectionTimeoutMs: 1_000,
     requestTimeoutMs: 5_000,
     producerRetry: { retries: 2, initialRetryTime: 100, maxRetryTime: 500 },
+    clientRetry: { retries: 2, initialRetryTime: 100, maxRetryTime: 500 },
     ...extra,
   });
 }
@@ -57,6 +58,8 @@ export interface SensorOptions {
   spool?: Partial<Omit<SpoolOptions, 'dir'>>;
   publisher?: Partial<Omit<PublisherOptions, 'bus' | 'spool' | 'logger' | 'topic'>>;
   bus?: Partial<KafkaBusOptions>;
+  /** false: the forwarder runs without a recorder (baseline for the added-latency bench). Default true. */
+  recording?: boolean;
 }
 
 export interface Sensor {
@@ -84,7 +87,7 @@ export async function startSensor(o: SensorOptions): Promise<Sensor> {
       threads: o.threads ?? 1,
       upstreamUrl: o.upstreamUrl,
       keys: o.keys,
-      recorder: publisher,
+      ...(o.recording === false ? {} : { recorder: publisher }),
       shutdownGraceMs: 5_000,
     });
   } catch (e) {

@@ -37,6 +37,8 @@ export interface PublisherStats {
   mode: 'direct' | 'spooling';
   /** Times the publisher switched to spooling, by cause. */
   spoolingEpisodes: { bus: number; memory: number };
+  /** Publish attempts the bus answered with `retry` (each failed window or replay attempt counts once). */
+  busRefusals: number;
 }
 
 export interface PublisherOptions {
@@ -101,6 +103,7 @@ export class RecordPublisher implements Recorder {
   private idleWaiters: (() => void)[] = [];
   private readonly counters = { captured: 0, published: 0, spooled: 0, replayed: 0 };
   private readonly episodes = { bus: 0, memory: 0 };
+  private refusals = 0;
   private readonly dropped: Record<string, number> = {};
 
   constructor(private readonly opts: PublisherOptions) {
@@ -159,6 +162,7 @@ export class RecordPublisher implements Recorder {
       spool: this.opts.spool.stats,
       mode: this.spooling ? 'spooling' : 'direct',
       spoolingEpisodes: { ...this.episodes },
+      busRefusals: this.refusals,
     };
   }
 
@@ -233,6 +237,7 @@ export class RecordPublisher implements Recorder {
         else this.drop('bus_refused', new Error(o.reason), p.id);
       }
       if (!failed.length) continue;
+      this.refusals++;
       if (this.spooling) {
         // Memory overflow spooled newer records while this window was in flight: these are
         // older, so they are replayed before the spool (held in memory, one window at most).
@@ -326,6 +331,7 @@ export class RecordPublisher implements Recorder {
       const p = this.head[0]!;
       const o = await this.publish(p);
       if (o.kind === 'retry') {
+        this.refusals++;
         failed = true;
         break;
       }
@@ -340,6 +346,7 @@ export class RecordPublisher implements Recorder {
         const p = fromSpoolEntry(entry);
         const o = await this.publish(p);
         if (o.kind === 'retry') {
+          this.refusals++;
           failed = true;
           return 'retry';
         }

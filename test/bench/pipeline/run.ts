@@ -1,0 +1,244 @@
+// Pipeline bench (not part of `npm test`; `npm run bench:pipeline`, also run by `npm run bench`):
+//
+// 1. Added latency: the same closed-loop load (Claude Code-like streaming turns) straight to
+//    the mock upstream, through the forwarder with recording off, and with recording on
+//    (RecordPublisher → Kafka). Added latency = through the forwarder − direct; the goal is
+//    that recording changes it by < 5 %.
+// 2. Throughput: records/s through forwarder → Kafka (publisher acks) and on into ClickHouse
+//    (ingest inserts), for a burst of exchanges at high concurrency.
+//
+// The forwarder runs in its own process (test/support/pipeline-sensor.ts), ingest in another
+// (test/support/pipeline-ingest.ts, chDB); the load generator and the mock upstream in this
+// one. Kafka: a private librdkafka mock (it keeps ~5 MiB per partition, so bursts are sized
+// to fit). Prints a table and writes JSON to test/bench/results/ (gitignored).
+//
+//   npm run bench:pipeline -- --requests=3000 --concurrency=16 --body=16384 --threads=1
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { uniqueName } from '../../harness/env.js';
+import { privateKafkaMock } from '../../harness/kafka.js';
+import { repoRoot, testKey } from '../../support/forwarder.js';
+import { reply, startMockUpstream } from '../../support/mock-upstream.js';
+import { pipelineTopics, messageBody, waitFor } from '../../support/pipeline.js';
+import { startIngestChild } from '../../support/pipeline-ingest.js';
+import { startSensorChild, type SensorChild } from '../../support/pipeline-sensor.js';
+
+const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
+const num = (name: string, fallback: number) => (args.has(name) ? Number(args.get(name)) : fallback);
+const LATENCY_REQUESTS = num('requests', 3000);
+const CONCURRENCY = num('concurrency', 16);
+const BODY_BYTES = num('body', 16 * 1024);
+const THREADS = num('threads', 1);
+const BURST = num('burst', 4000);
+const BURST_CONCURRENCY = num('burst-concurrency', 64);
+const ROUNDS = num('rounds', 3);
+/** Paced load for the latency phase (requests started per second); 0 = closed loop (saturation). */
+const RATE = num('rate', 300);
+
+interface LatencyResult {
+  target: string;
+  requests: number;
+  seconds: number;
+  rps: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  mean: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/**
+ * `concurrency` keep-alive clients sending turns. With `rate`, request i starts no earlier than
+ * i/rate s after the start (a paced load below saturation: latency is the forwarder's, not
+ * queueing behind a saturated CPU); without, back to back (closed loop).
+ */
+async function load(url: string, key: string | null, requests: number, concurrency: number, body: (i: number) => Buffer, rate = 0): Promise<{ latencies: number[]; seconds: number; errors: number }> {
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const u = new URL(url);
+  const latencies: number[] = [];
+  let next = 0;
+  let errors = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      const session = randomUUID(); // one session per client: records spread over partitions
+      while (next < requests) {
+        const i = next++;
+        if (rate > 0) {
+          const due = started + (i * 1000) / rate - performance.now();
+          if (due > 0) await new Promise((r) => setTimeout(r, due));
+        }
+        const b = body(i);
+        const t0 = performance.now();
+        const status = await new Promise<number>((resolve) => {
+          const req = request(
+            {
+              host: u.hostname,
+              port: u.port,
+              path: '/v1/messages?beta=true',
+              method: 'POST',
+              agent,
+              headers: {
+                'content-type': 'application/json',
+                'content-length': String(b.length),
+                'x-api-key': 'sk-ant-api03-bench',
+                'anthropic-version': '2023-06-01',
+                'x-claude-code-session-id': session,
+                ...(key ? { 'x-glitch-key': key } : {}),
+              },
+            },
+            (res) => {
+              res.on('data', () => {});
+              res.on('end', () => resolve(res.statusCode ?? 0));
+              res.on('error', () => resolve(0));
+            },
+          );
+          req.on('error', () => resolve(0));
+          req.end(b);
+        });
+        latencies.push(performance.now() - t0);
+        if (status !== 200) errors++;
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  agent.destroy();
+  return { latencies, seconds, errors };
+}
+
+function summarize(target: string, r: { latencies: number[]; seconds: number }): LatencyResult {
+  const sorted = [...r.latencies].sort((a, b) => a - b);
+  const mean = sorted.reduce((a, b) => a + b, 0) / sorted.length;
+  return { target, requests: sorted.length, seconds: r.seconds, rps: sorted.length / r.seconds, p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), mean };
+}
+
+const ms = (n: number) => n.toFixed(2);
+
+async function main(): Promise<void> {
+  const mock = await privateKafkaMock();
+  const topics = await pipelineTopics((n, p) => mock.createTopic(n, p), 8);
+  const burstTopics = await pipelineTopics((n, p) => mock.createTopic(n, p), 8);
+  const up = await startMockUpstream({ keepRequests: 0 });
+  // A short streamed answer, immediately: the bench measures the forwarder, not the model.
+  up.respond = () => reply.stream({ content: [{ type: 'text', text: 'Bench answer with a few words in it.' }] });
+  const key = testKey('tenant-bench');
+  const bodies = Array.from({ length: 64 }, (_, i) => messageBody({ tag: `bench-${i}`, seq: i, stream: true, padBytes: BODY_BYTES }));
+  const body = (i: number) => bodies[i % bodies.length]!;
+  const sensorConfig = (recording: boolean, topic = topics.exchanges) => ({ brokers: mock.brokers, topic, upstreamUrl: up.url, keys: [key], spoolDir: mkdtempSync(join(tmpdir(), 'glitch-bench-spool-')), threads: THREADS, recording, logLevel: 'error' });
+  console.log(`[bench] pipeline: ${cpus().length} cores, Node ${process.version}, forwarder threads ${THREADS}, request body ${BODY_BYTES} B, latency phase ${RATE > 0 ? `paced at ${RATE} req/s` : 'closed loop'} with ${CONCURRENCY} clients, kafka: private librdkafka mock ${mock.version}`);
+
+  // ---- 1. added latency, recording off vs on (alternating rounds, medians of rounds) -------
+  const rounds: { direct: LatencyResult; off: LatencyResult; on: LatencyResult }[] = [];
+  let on: SensorChild | undefined;
+  let off: SensorChild | undefined;
+  try {
+    off = await startSensorChild(sensorConfig(false));
+    on = await startSensorChild(sensorConfig(true));
+    // Warm up every path (JIT, pools, Kafka producer connection).
+    await load(up.url, null, 300, CONCURRENCY, body);
+    await load(off.url, key.secret, 300, CONCURRENCY, body);
+    await load(on.url, key.secret, 300, CONCURRENCY, body);
+    for (let r = 0; r < ROUNDS; r++) {
+      const direct = summarize('direct', await load(up.url, null, LATENCY_REQUESTS, CONCURRENCY, body, RATE));
+      const offR = summarize('forwarder, recording off', await load(off.url, key.secret, LATENCY_REQUESTS, CONCURRENCY, body, RATE));
+      const onR = summarize('forwarder, recording on', await load(on.url, key.secret, LATENCY_REQUESTS, CONCURRENCY, body, RATE));
+      rounds.push({ direct, off: offR, on: onR });
+      console.log(`[bench] round ${r + 1}: p50 direct ${ms(direct.p50)} / off ${ms(offR.p50)} / on ${ms(onR.p50)} ms`);
+    }
+    const onStats = await on.stats();
+    await waitFor(async () => (await on!.stats()).queued === 0, 60_000, 'recording to catch up');
+    console.log(`[bench] recording-on forwarder: ${onStats.captured} captured, ${onStats.published} published, ${onStats.spooled} spooled, dropped ${JSON.stringify(onStats.dropped)}`);
+  } finally {
+    await off?.stop();
+    await on?.stop();
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const pick = (k: 'direct' | 'off' | 'on', f: keyof LatencyResult) => med(rounds.map((r) => r[k][f] as number));
+  const addedOff = { p50: pick('off', 'p50') - pick('direct', 'p50'), p99: pick('off', 'p99') - pick('direct', 'p99'), mean: pick('off', 'mean') - pick('direct', 'mean') };
+  const addedOn = { p50: pick('on', 'p50') - pick('direct', 'p50'), p99: pick('on', 'p99') - pick('direct', 'p99'), mean: pick('on', 'mean') - pick('direct', 'mean') };
+  const totalDiffPct = ((pick('on', 'mean') - pick('off', 'mean')) / pick('off', 'mean')) * 100;
+
+  // ---- 2. throughput: forwarder → Kafka → ClickHouse --------------------------------------
+  const ingest = await startIngestChild({ brokers: mock.brokers, topics: burstTopics, groupId: uniqueName('bench-ingest'), chdbPath: mkdtempSync(join(tmpdir(), 'glitch-bench-chdb-')), batchRows: 2_000, batchMs: 200 });
+  const burstSensor = await startSensorChild(sensorConfig(true, burstTopics.exchanges));
+  let throughput: Record<string, number>;
+  try {
+    // Ingest joins its group before the burst, so the clock measures the pipeline, not the join.
+    await load(burstSensor.url, key.secret, 10, 2, body);
+    await waitFor(async () => (await ingest.count('SELECT count() FROM exchanges')) >= 10, 120_000, 'ingest joined and storing');
+    const baseline = await ingest.count('SELECT count() FROM exchanges');
+    const publishedBefore = (await burstSensor.stats()).published;
+    const t0 = performance.now();
+    const r = await load(burstSensor.url, key.secret, BURST, BURST_CONCURRENCY, body);
+    const tSent = performance.now();
+    await waitFor(async () => (await burstSensor.stats()).published >= publishedBefore + BURST, 120_000, 'the burst published to Kafka', async () => ({ recorder: await burstSensor.stats(), output: burstSensor.output().slice(-1000) }));
+    const tKafka = performance.now();
+    await waitFor(async () => (await ingest.count('SELECT count() FROM exchanges')) >= baseline + BURST, 300_000, 'the burst in ClickHouse', async () => (await ingest.stats()).stats);
+    const tCh = performance.now();
+    const s = await burstSensor.stats();
+    throughput = {
+      exchanges: BURST,
+      concurrency: BURST_CONCURRENCY,
+      clientErrors: r.errors,
+      clientSeconds: (tSent - t0) / 1000,
+      clientRps: BURST / ((tSent - t0) / 1000),
+      toKafkaSeconds: (tKafka - t0) / 1000,
+      recordsPerSecondToKafka: BURST / ((tKafka - t0) / 1000),
+      toClickHouseSeconds: (tCh - t0) / 1000,
+      recordsPerSecondToClickHouse: BURST / ((tCh - t0) / 1000),
+      spooled: s.spooled,
+    };
+  } finally {
+    await burstSensor.stop();
+    await ingest.stop();
+    await up.close();
+    await mock.stop();
+  }
+
+  // ---- report ---------------------------------------------------------------------------------
+  const rows: [string, string, string, string, string, string][] = [['target', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'mean ms']];
+  for (const k of ['direct', 'off', 'on'] as const) {
+    rows.push([rounds[0]![k].target, med(rounds.map((x) => x[k].rps)).toFixed(0), ms(pick(k, 'p50')), ms(pick(k, 'p90')), ms(pick(k, 'p99')), ms(pick(k, 'mean'))]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  console.log('');
+  for (const r of rows) console.log(r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
+  console.log('');
+  console.log(`added latency (forwarder − direct), medians of ${ROUNDS} rounds: recording off p50 ${ms(addedOff.p50)} ms, mean ${ms(addedOff.mean)} ms; recording on p50 ${ms(addedOn.p50)} ms, mean ${ms(addedOn.mean)} ms`);
+  console.log(`recording on vs off, mean end-to-end latency through the forwarder: ${totalDiffPct >= 0 ? '+' : ''}${totalDiffPct.toFixed(2)} % (goal < 5 %) → ${Math.abs(totalDiffPct) < 5 ? 'OK' : 'OVER GOAL'}`);
+  console.log(
+    `throughput: ${throughput.exchanges} exchanges at concurrency ${throughput.concurrency}: clients ${throughput.clientRps!.toFixed(0)} req/s; forwarder → Kafka ${throughput.recordsPerSecondToKafka!.toFixed(0)} records/s; → ClickHouse ${throughput.recordsPerSecondToClickHouse!.toFixed(0)} records/s (${throughput.toClickHouseSeconds!.toFixed(1)} s); spooled ${throughput.spooled}, client errors ${throughput.clientErrors}`,
+  );
+  const resultsDir = join(repoRoot, 'test', 'bench', 'results');
+  mkdirSync(resultsDir, { recursive: true });
+  const file = join(resultsDir, `pipeline-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        at: new Date().toISOString(),
+        machine: { cores: cpus().length, node: process.version },
+        config: { latencyRequests: LATENCY_REQUESTS, concurrency: CONCURRENCY, rate: RATE, bodyBytes: BODY_BYTES, threads: THREADS, rounds: ROUNDS, kafka: `librdkafka mock ${mock.version}`, clickhouse: 'chDB (ingest child process)' },
+        latency: { rounds, medians: { direct: { p50: pick('direct', 'p50'), p99: pick('direct', 'p99'), mean: pick('direct', 'mean') }, off: { p50: pick('off', 'p50'), p99: pick('off', 'p99'), mean: pick('off', 'mean') }, on: { p50: pick('on', 'p50'), p99: pick('on', 'p99'), mean: pick('on', 'mean') } }, addedOff, addedOn, recordingOnVsOffPct: totalDiffPct },
+        throughput,
+      },
+      null,
+      2,
+    ) + '\n',
+  );
+  console.log(`[bench] results written to ${file}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

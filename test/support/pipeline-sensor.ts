@@ -1,0 +1,124 @@
+// A forwarder process with recording on, for tests that kill it: startForwarder +
+// RecordPublisher + DiskSpool + Kafka bus, composed from GLITCH_TEST_SENSOR (JSON, see
+// SensorChildConfig). Talks to its parent over IPC: sends {type:'ready', url, port} once
+// listening, answers {type:'stats'} with the publisher's stats. SIGTERM stops it gracefully
+// (records flushed to Kafka or the spool); SIGKILL is a crash.
+//
+// startSensorChild() (below) runs it from a test.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { StaticKey } from '@glitch/forwarder';
+import type { PublisherStats } from '@glitch/recorder';
+import { repoRoot } from './forwarder.js';
+
+export interface SensorChildConfig {
+  brokers: string[];
+  topic: string;
+  upstreamUrl: string;
+  keys: StaticKey[];
+  spoolDir: string;
+  threads?: number;
+  logLevel?: string;
+  /** false: no recorder (baseline). Default true. */
+  recording?: boolean;
+}
+
+type FromSensor = { type: 'ready'; url: string; port: number } | { type: 'stats'; id: number; stats: PublisherStats } | { type: 'error'; message: string };
+type ToSensor = { type: 'stats'; id: number };
+
+async function main(): Promise<void> {
+  const { createLogger } = await import('@glitch/log');
+  const { startSensor } = await import('./pipeline.js');
+  const config = JSON.parse(process.env.GLITCH_TEST_SENSOR ?? '') as SensorChildConfig;
+  const logger = createLogger({ name: 'pipeline-sensor', level: (config.logLevel ?? 'error') as 'error' });
+  const send = (m: FromSensor) => process.send?.(m);
+  const sensor = await startSensor({ ...config, logger });
+  process.on('message', (m: ToSensor) => {
+    if (m.type === 'stats') send({ type: 'stats', id: m.id, stats: sensor.publisher.stats });
+  });
+  process.once('SIGTERM', () => {
+    void sensor.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  });
+  send({ type: 'ready', url: sensor.forwarder.url, port: sensor.forwarder.port });
+}
+
+export interface SensorChild {
+  url: string;
+  pid: number;
+  child: ChildProcess;
+  stats(): Promise<PublisherStats>;
+  output(): string;
+  /** SIGKILL: a crash, nothing flushed. Resolves when the process is gone. */
+  kill(): Promise<void>;
+  /** SIGTERM: graceful stop. */
+  stop(): Promise<void>;
+}
+
+export async function startSensorChild(config: SensorChildConfig, readyTimeoutMs = 30_000): Promise<SensorChild> {
+  const script = fileURLToPath(import.meta.url);
+  let out = '';
+  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', script], {
+    cwd: repoRoot,
+    env: { ...process.env, GLITCH_TEST_SENSOR: JSON.stringify(config) },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out = (out + d).slice(-100_000)));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (out = (out + d).slice(-100_000)));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  let nextId = 0;
+  const waiting = new Map<number, (s: PublisherStats) => void>();
+  child.on('message', (m: FromSensor) => {
+    if (m.type === 'stats') {
+      waiting.get(m.id)?.(m.stats);
+      waiting.delete(m.id);
+    }
+  });
+  const ready = await new Promise<{ url: string }>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`sensor child not ready within ${readyTimeoutMs} ms; output:\n${out}`));
+    }, readyTimeoutMs);
+    child.on('message', (m: FromSensor) => {
+      if (m.type === 'ready') {
+        clearTimeout(timer);
+        resolve(m);
+      }
+    });
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`sensor child exited (${child.exitCode ?? child.signalCode}) before ready; output:\n${out}`));
+    });
+  });
+  return {
+    url: ready.url,
+    pid: child.pid!,
+    child,
+    output: () => out,
+    stats() {
+      return new Promise((resolve, reject) => {
+        if (child.exitCode !== null || child.signalCode !== null) return reject(new Error(`sensor child is gone; output:\n${out}`));
+        const id = nextId++;
+        waiting.set(id, resolve);
+        child.send({ type: 'stats', id } satisfies ToSensor);
+      });
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().catch((e: unknown) => {
+    process.stderr.write(`pipeline-sensor: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  });
+}
