@@ -341,18 +341,24 @@ export class RecordPublisher implements Recorder {
       else this.drop('bus_refused', new Error(o.reason), p.id);
     }
     if (!failed && !this.closing && !this.head.length) {
-      await this.opts.spool.replay(async (entry) => {
-        if (this.closing) return 'retry'; // stop here; the entry stays for the next run
-        const p = fromSpoolEntry(entry);
-        const o = await this.publish(p);
-        if (o.kind === 'retry') {
-          this.refusals++;
-          failed = true;
-          return 'retry';
+      // A window of spooled records at a time, published together (the bus shares requests
+      // among them); only the leading run the bus accepted leaves the spool.
+      await this.opts.spool.replayBatches(async (entries) => {
+        if (this.closing) return 0; // stop here; the entries stay for the next run
+        const pending = entries.map(fromSpoolEntry);
+        const outcomes = await Promise.all(pending.map((p) => this.publish(p)));
+        let delivered = 0;
+        for (const [i, o] of outcomes.entries()) {
+          if (o.kind === 'retry') {
+            this.refusals++;
+            failed = true;
+            break;
+          }
+          if (o.kind === 'ok') this.counters.replayed++;
+          else this.drop('bus_refused', new Error(o.reason), pending[i]!.id);
+          delivered++;
         }
-        if (o.kind === 'ok') this.counters.replayed++;
-        else this.drop('bus_refused', new Error(o.reason), p.id);
-        return 'ok';
+        return delivered;
       });
     }
     if (this.closing) return;

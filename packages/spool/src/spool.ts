@@ -186,6 +186,17 @@ export class DiskSpool {
    * destination is still down) or the spool is empty. Returns how many were acked.
    */
   async replay(handler: (payload: Buffer) => Promise<ReplayOutcome>): Promise<number> {
+    return this.replayBatches(async ([payload]) => ((await handler(payload!)) === 'ok' ? 1 : 0), { maxEntries: 1 });
+  }
+
+  /**
+   * Like `replay`, but hands over up to `maxEntries` entries (and about `maxBytes`) at a
+   * time, so the destination can send them together. The handler returns how many of the
+   * leading entries it delivered; fewer than it was given means "retry the rest later".
+   */
+  async replayBatches(handler: (payloads: Buffer[]) => Promise<number>, opts: { maxEntries?: number; maxBytes?: number } = {}): Promise<number> {
+    const maxEntries = opts.maxEntries ?? 256;
+    const maxBytes = opts.maxBytes ?? 8 * 1024 * 1024;
     this.flush();
     let acked = 0;
     while (this.segments.length) {
@@ -193,20 +204,31 @@ export class DiskSpool {
       if (seg === this.segments.at(-1)) this.closeFd(); // appends go to a new segment from here
       const data = readFileSync(seg.path);
       while (this.cursor + HEADER <= seg.bytes) {
-        const len = data.readUInt32LE(this.cursor);
-        const payload = data.subarray(this.cursor + HEADER, this.cursor + HEADER + len);
-        const outcome = await handler(payload);
+        const batch: Buffer[] = [];
+        const ends: number[] = [];
+        let at = this.cursor;
+        let bytes = 0;
+        while (at + HEADER <= seg.bytes && batch.length < maxEntries && (batch.length === 0 || bytes < maxBytes)) {
+          const len = data.readUInt32LE(at);
+          batch.push(data.subarray(at + HEADER, at + HEADER + len));
+          at += HEADER + len;
+          bytes += len;
+          ends.push(at);
+        }
+        const delivered = Math.max(0, Math.min(batch.length, await handler(batch)));
         if (this.segments[0] !== seg) break; // dropped (drop-oldest) while we awaited
-        if (outcome === 'retry') {
+        if (delivered > 0) {
+          this.cursor = ends[delivered - 1]!;
+          seg.entries -= delivered;
+          acked += delivered;
+          this.counters.replayed += delivered;
+          this.saveCursor(seg);
+          if (this.refuseLatched && this.diskBytes() + this.pendingBytes < this.opts.maxBytes * 0.9) this.refuseLatched = false;
+        }
+        if (delivered < batch.length) {
           this.saveCursor(seg);
           return acked;
         }
-        this.cursor += HEADER + len;
-        seg.entries--;
-        acked++;
-        this.counters.replayed++;
-        if (acked % 256 === 0) this.saveCursor(seg);
-        if (this.refuseLatched && this.diskBytes() + this.pendingBytes < this.opts.maxBytes * 0.9) this.refuseLatched = false;
       }
       if (this.segments[0] !== seg) continue;
       this.removeSegment(seg);

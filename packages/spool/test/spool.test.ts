@@ -142,3 +142,25 @@ test('a process SIGKILLed while appending leaves a clean prefix of what it flush
   assert.deepEqual(got, Array.from({ length: got.length }, (_, i) => i), 'a contiguous prefix, in order');
   s.close();
 });
+
+test('replayBatches hands over windows in order; a partial delivery keeps the rest, also across a reopen', async () => {
+  const d = dir();
+  const a = new DiskSpool({ dir: d, maxBytes: 10_000_000, whenFull: 'refuse', segmentBytes: 2_000 });
+  for (let i = 0; i < 50; i++) a.append(entry(i, 50));
+  const seen: number[][] = [];
+  const first = await a.replayBatches(
+    async (batch) => {
+      const ids = batch.map((b) => Number(b.subarray(0, 8).toString()));
+      seen.push(ids);
+      return seen.length === 3 ? 2 : batch.length; // the third window: only its first two get through
+    },
+    { maxEntries: 8 },
+  );
+  assert.ok(seen.every((w) => w.length <= 8));
+  assert.deepEqual(seen.flat().slice(0, seen[0]!.length + seen[1]!.length + 2), Array.from({ length: seen[0]!.length + seen[1]!.length + 2 }, (_, i) => i));
+  assert.equal(first, seen[0]!.length + seen[1]!.length + 2);
+  a.close();
+  const b = new DiskSpool({ dir: d, maxBytes: 10_000_000, whenFull: 'refuse', segmentBytes: 2_000 });
+  assert.deepEqual(await drain(b), Array.from({ length: 50 - first }, (_, i) => first + i));
+  b.close();
+});
