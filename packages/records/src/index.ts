@@ -1,6 +1,7 @@
 // Everything that crosses a process boundary: zod schemas, their TypeScript types, topic
 // and channel names. Every message carries `schemaVersion` so a consumer can refuse
 // (dead-letter) what it does not understand instead of misreading it.
+import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
 
 export const SCHEMA_VERSION = 1 as const;
@@ -206,10 +207,9 @@ export function encode<S extends z.ZodType>(schema: S, value: z.input<S>): strin
 /** Body helper: utf8 when the bytes round-trip, base64 otherwise (bad UTF-8 is kept exact). */
 export function bodyFromBytes(bytes: Uint8Array): Body {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const text = buf.toString('utf8');
-  if (Buffer.byteLength(text, 'utf8') === buf.byteLength && !text.includes('\uFFFD')) {
-    return { encoding: 'utf8', data: text, bytes: buf.byteLength };
-  }
+  // isUtf8 validates in native code without building a string first: valid UTF-8 decodes
+  // and re-encodes to the same bytes, so the text form is exact.
+  if (isUtf8(buf)) return { encoding: 'utf8', data: buf.toString('utf8'), bytes: buf.byteLength };
   return { encoding: 'base64', data: buf.toString('base64'), bytes: buf.byteLength };
 }
 
