@@ -13,6 +13,8 @@ import type { ForwarderOptions, RunningForwarder, StaticKey } from '@glitch/forw
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const forwarderMain = join(repoRoot, 'services', 'forwarder', 'src', 'main.ts');
+/** The compiled entry (`node scripts/build.mjs`), what `npm start` runs in production. */
+export const forwarderMainBuilt = join(repoRoot, 'services', 'forwarder', 'dist', 'main.js');
 const FORWARDER_HINT = `the forwarder lives in services/forwarder (package @glitch/forwarder); install the workspace with: cd ${repoRoot} && node scripts/build.mjs`;
 
 /** A tenant key for tests: `glitch_sk_test_<random>`. */
@@ -72,22 +74,33 @@ export interface ChildForwarderOptions {
   /** Extra GLITCH_* (or NODE_OPTIONS) environment. */
   env?: Record<string, string>;
   readyTimeoutMs?: number;
+  /**
+   * Run the compiled forwarder (dist/main.js, as production does) instead of the TypeScript
+   * sources through tsx. Benches use it: tsx's transform (esbuild keepNames wrappers and all)
+   * measurably slows the hot path, so measuring sources would not measure what ships.
+   */
+  built?: boolean;
+  /** A compiled entry script to run with plain node instead (it reads the same GLITCH_* env). */
+  entry?: string;
 }
 
 /**
- * Runs `node --conditions=source --import tsx services/forwarder/src/main.ts` with
- * GLITCH_PORT / GLITCH_ADMIN_PORT (free ports picked here), GLITCH_UPSTREAM_URL,
- * GLITCH_KEYS_FILE and GLITCH_FORWARDER_THREADS, and waits for GET /readyz = 200.
+ * Runs `node --conditions=source --import tsx services/forwarder/src/main.ts` (or, with
+ * `built`, `node services/forwarder/dist/main.js`) with GLITCH_PORT / GLITCH_ADMIN_PORT (free
+ * ports picked here), GLITCH_UPSTREAM_URL, GLITCH_KEYS_FILE and GLITCH_FORWARDER_THREADS, and
+ * waits for GET /readyz = 200.
  */
 export async function startChild(opts: ChildForwarderOptions): Promise<ChildForwarder> {
-  if (!existsSync(forwarderMain)) throw new Error(`forwarder entry ${forwarderMain} not found; ${FORWARDER_HINT}`);
+  const compiled = opts.built === true || opts.entry !== undefined;
+  const entry = opts.entry ?? (opts.built ? forwarderMainBuilt : forwarderMain);
+  if (!existsSync(entry)) throw new Error(`forwarder entry ${entry} not found; ${FORWARDER_HINT}`);
   const dir = mkdtempSync(join(tmpdir(), 'glitch-fwd-'));
   const keysFile = join(dir, 'keys.json');
   writeFileSync(keysFile, JSON.stringify({ keys: opts.keys }));
   const port = await freePort();
   const adminPort = await freePort();
   let out = '';
-  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', forwarderMain], {
+  const child = spawn(process.execPath, compiled ? [entry] : ['--conditions=source', '--import', 'tsx', entry], {
     cwd: repoRoot,
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',

@@ -30,7 +30,7 @@ export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
  * - `content-length`: the upstream client recomputes it from the (identical) body bytes;
  * - `expect`: 100-continue is answered by the forwarder's own HTTP server.
  */
-const DROPPED_REQUEST_HEADERS: ReadonlySet<string> = new Set([GLITCH_KEY_HEADER, 'host', 'content-length', 'expect']);
+export const DROPPED_REQUEST_HEADERS: ReadonlySet<string> = new Set([GLITCH_KEY_HEADER, 'host', 'content-length', 'expect']);
 
 /**
  * Response headers the forwarder does not copy besides hop-by-hop ones: the client-side
@@ -76,6 +76,51 @@ export function narrowAcceptEncoding(value: string): string {
   return out;
 }
 
+/** What the relay does with a request header: see {@link requestHeaderAction}. */
+export const HEADER_KEEP = 0;
+export const HEADER_DROP = 1;
+/** `accept-encoding`: narrowed with {@link narrowAcceptEncoding}. */
+export const HEADER_NARROW_ENCODING = 2;
+/** `anthropic-version`: kept; its presence means no default is added. */
+export const HEADER_VERSION = 3;
+export type RequestHeaderAction = typeof HEADER_KEEP | typeof HEADER_DROP | typeof HEADER_NARROW_ENCODING | typeof HEADER_VERSION;
+
+/**
+ * The rule for one request header (lower-case name; `Connection`-listed names aside). The
+ * hot path calls this for every header of every request: a switch on the length picks the
+ * one or two names to compare, so no string is hashed.
+ */
+export function requestHeaderAction(lowerName: string): RequestHeaderAction {
+  switch (lowerName.length) {
+    case 2:
+      return lowerName === 'te' ? HEADER_DROP : HEADER_KEEP;
+    case 4:
+      return lowerName === 'host' ? HEADER_DROP : HEADER_KEEP;
+    case 6:
+      return lowerName === 'expect' ? HEADER_DROP : HEADER_KEEP;
+    case 7:
+      return lowerName === 'trailer' || lowerName === 'upgrade' ? HEADER_DROP : HEADER_KEEP;
+    case 10:
+      return lowerName === 'connection' || lowerName === 'keep-alive' ? HEADER_DROP : HEADER_KEEP;
+    case 12:
+      return lowerName === GLITCH_KEY_HEADER ? HEADER_DROP : HEADER_KEEP;
+    case 14:
+      return lowerName === 'content-length' ? HEADER_DROP : HEADER_KEEP;
+    case 15:
+      return lowerName === 'accept-encoding' ? HEADER_NARROW_ENCODING : HEADER_KEEP;
+    case 16:
+      return lowerName === 'proxy-connection' ? HEADER_DROP : HEADER_KEEP;
+    case 17:
+      return lowerName === 'transfer-encoding' ? HEADER_DROP : lowerName === ANTHROPIC_VERSION_HEADER ? HEADER_VERSION : HEADER_KEEP;
+    case 18:
+      return lowerName === 'proxy-authenticate' ? HEADER_DROP : HEADER_KEEP;
+    case 19:
+      return lowerName === 'proxy-authorization' ? HEADER_DROP : HEADER_KEEP;
+    default:
+      return HEADER_KEEP;
+  }
+}
+
 /** Extra hop-by-hop names a message declares in its `Connection` header, if any. */
 function droppedByConnection(headers: readonly string[]): Set<string> | null {
   let tokens: Set<string> | null = null;
@@ -99,10 +144,11 @@ export function upstreamRequestHeaders(received: readonly string[]): string[] {
   for (let i = 0; i < received.length; i += 2) {
     const raw = received[i]!;
     const name = raw.toLowerCase();
-    if (HOP_BY_HOP_HEADERS.has(name) || DROPPED_REQUEST_HEADERS.has(name) || listed?.has(name)) continue;
+    const action = requestHeaderAction(name);
+    if (action === HEADER_DROP || listed?.has(name)) continue;
     let value = received[i + 1]!;
-    if (name === 'accept-encoding') value = narrowAcceptEncoding(value);
-    else if (name === ANTHROPIC_VERSION_HEADER) hasVersion = true;
+    if (action === HEADER_NARROW_ENCODING) value = narrowAcceptEncoding(value);
+    else if (action === HEADER_VERSION) hasVersion = true;
     out.push(raw, value);
   }
   if (!hasVersion) out.push(ANTHROPIC_VERSION_HEADER, DEFAULT_ANTHROPIC_VERSION);

@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
+  DROPPED_REQUEST_HEADERS,
   ERRORS,
+  HEADER_DROP,
+  HEADER_KEEP,
+  HEADER_NARROW_ENCODING,
+  HEADER_VERSION,
+  HOP_BY_HOP_HEADERS,
+  requestHeaderAction,
   clientResponseHeaders,
   errorBody,
   glitchError,
@@ -111,6 +118,18 @@ describe('clientResponseHeaders', () => {
       'anthropic-ratelimit-requests-remaining', '3999',
       'Content-Encoding', 'gzip',
     ]);
+  });
+});
+
+describe('requestHeaderAction', () => {
+  it('drops exactly the hop-by-hop and relay-owned request headers', () => {
+    for (const name of [...HOP_BY_HOP_HEADERS, ...DROPPED_REQUEST_HEADERS]) assert.equal(requestHeaderAction(name), HEADER_DROP, name);
+    assert.equal(requestHeaderAction('accept-encoding'), HEADER_NARROW_ENCODING);
+    assert.equal(requestHeaderAction('anthropic-version'), HEADER_VERSION);
+    // Same lengths as dropped names, but ordinary headers.
+    for (const name of ['x-api-key', 'ab', 'hosts', 'expect!', 'trailers', 'connectio2', 'x-glitch-kez', 'content-lengtx', 'anthropic-betaaa', 'authorization', 'x-stainless-os', 'user-agent']) {
+      assert.equal(requestHeaderAction(name), HEADER_KEEP, name);
+    }
   });
 });
 

@@ -147,13 +147,31 @@ function jsonUsage(body: Uint8Array): TokenUsage | null {
   }
 }
 
+/** `content-encoding` of a capture's response, lower-cased; null when none (or Glitch answered). */
+function responseEncoding(raw: RawCapture): string | null {
+  return raw.responseSource === 'upstream' ? header(raw.responseHeaders, 'content-encoding')?.trim().toLowerCase() || null : null;
+}
+
+/**
+ * Completes a raw capture without waiting when its response body needs no decoding (the
+ * common case); null when it does (use completeCapture). Never throws.
+ */
+export function completeCaptureNow(raw: RawCapture): CapturedExchange | null {
+  const encoding = responseEncoding(raw);
+  if (encoding !== null && encoding !== 'identity') return null;
+  return finishCapture(raw, encoding, raw.responseBody);
+}
+
 /** Completes a raw capture. Runs on the recorder side; never throws. */
 export async function completeCapture(raw: RawCapture): Promise<CapturedExchange> {
+  const encoding = responseEncoding(raw);
+  return finishCapture(raw, encoding, await decodeBody(raw.responseBody, encoding));
+}
+
+function finishCapture(raw: RawCapture, encoding: string | null, decoded: Uint8Array | null): CapturedExchange {
   const fromUpstream = raw.responseSource === 'upstream';
   const contentType = (header(raw.responseHeaders, 'content-type') ?? '').toLowerCase();
-  const encoding = fromUpstream ? header(raw.responseHeaders, 'content-encoding')?.trim().toLowerCase() || null : null;
   const stream = fromUpstream && contentType.startsWith('text/event-stream');
-  const decoded = await decodeBody(raw.responseBody, encoding);
   let sse: SseCapture | null = null;
   let usage: TokenUsage | null = null;
   if (decoded && stream) {

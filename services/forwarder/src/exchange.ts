@@ -1,7 +1,10 @@
-// One client request relayed upstream: the uWS response on one side, the undici dispatch
-// handler on the other. Everything here is the hot path: bodies are copied once out of uWS,
-// response chunks go to the client as they arrive, and back-pressure from a slow client
-// pauses the upstream body instead of buffering it.
+// One client request relayed upstream: the uWS response on one side, the upstream dispatch
+// handler on the other. Everything here is the hot path: one pass over the request headers
+// (validation, auth and the upstream header list at once), the body copied once out of uWS
+// into a buffer sized by Content-Length, response chunks written to the client as they
+// arrive, and back-pressure from a slow client pausing the upstream body instead of
+// buffering it. Per request there is one Exchange and two closures (the uWS callbacks that
+// get no context); everything else is shared.
 //
 // uWS rules kept throughout: onAborted is registered before anything else; the request
 // object is read synchronously in `begin`; `res` is never touched after it ended or aborted
@@ -9,11 +12,17 @@
 import {
   ERRORS,
   GLITCH_KEY_HEADER,
+  HEADER_DROP,
+  HEADER_NARROW_ENCODING,
+  HEADER_VERSION,
+  ANTHROPIC_VERSION_HEADER,
+  DEFAULT_ANTHROPIC_VERSION,
   connectionTokens,
   errorBody,
   glitchError,
   isRelayedResponseHeader,
-  upstreamRequestHeaders,
+  narrowAcceptEncoding,
+  requestHeaderAction,
   type ErrorCode,
   type GlitchError,
 } from '@glitch/protocol';
@@ -22,7 +31,6 @@ import { performance } from 'node:perf_hooks';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { HeaderPair, RawCapture } from './capture.js';
 import type { KeyIdentity } from './keys.js';
-import { routeLabel } from './metrics.js';
 import type { RelayContext } from './relay-context.js';
 import type { UpstreamHandler } from './upstream.js';
 import { uuidv7 } from './uuid.js';
@@ -46,6 +54,10 @@ const BODY_CHUNKED = 2; // no length (SSE): chunked writes, flushed per chunk
 
 const REDACTED = '[REDACTED]';
 const EMPTY = new Uint8Array(0);
+/** First allocation for a recorded response of unknown length (SSE); doubles as needed. */
+const RESPONSE_CAPTURE_START = 16 * 1024;
+/** Largest allocation made up front for a recorded response of known length. */
+const RESPONSE_CAPTURE_MAX_PREALLOC = 8 * 1024 * 1024;
 
 /** Errors that mean "no connection to upstream could be made". */
 const CONNECT_ERRORS = new Set(['UND_ERR_CONNECT', 'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT']);
@@ -65,12 +77,86 @@ function concatOwned(parts: readonly Uint8Array[], total: number): Buffer {
   return out;
 }
 
+/** RFC 9110 Content-Length: 1*DIGIT. Number() would also take ` 5`, `0x5`, `1e3` or ``. */
+function contentLengthValue(v: string): number {
+  if (v.length === 0 || v.length > 15) return -2;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return -2;
+  }
+  return Number(v);
+}
+
+// ---- request body buffers ----------------------------------------------------------------
+// Unrecorded bodies (the recorder keeps the recorded ones) go back to a per-thread pool once
+// the exchange is over: an ArrayBuffer allocated per request is external memory V8 reclaims
+// only by full (mark-compact) collections, which at thousands of requests per second ran
+// several times per second. By `finish` the upstream connection has written the body or was
+// destroyed, so nothing reads a returned buffer any more.
+
+const POOL_MIN_CLASS = 12; // 4 KiB
+const POOL_MAX_CLASS = 20; // 1 MiB: larger bodies are allocated and left to the GC
+const POOL_MAX_PER_CLASS = 64;
+const bodyPool: Buffer[][] = Array.from({ length: POOL_MAX_CLASS + 1 }, () => []);
+
+function sizeClass(n: number): number {
+  const c = 32 - Math.clz32(n - 1);
+  return c < POOL_MIN_CLASS ? POOL_MIN_CLASS : c;
+}
+
+/** A buffer of exactly `n` bytes (a view on a pooled one when it fits a class). */
+function takeBody(n: number, pooled: boolean): Buffer {
+  if (!pooled || n > 1 << POOL_MAX_CLASS) return Buffer.allocUnsafeSlow(n);
+  const c = sizeClass(n);
+  const free = bodyPool[c]!;
+  const whole = free.length > 0 ? free.pop()! : Buffer.allocUnsafeSlow(1 << c);
+  return whole.length === n ? whole : whole.subarray(0, n);
+}
+
+function returnBody(b: Buffer): void {
+  const whole = b.byteOffset === 0 && b.length !== b.buffer.byteLength ? Buffer.from(b.buffer, 0, b.buffer.byteLength) : b;
+  const n = whole.length;
+  if (n < 1 << POOL_MIN_CLASS || n > 1 << POOL_MAX_CLASS || (n & (n - 1)) !== 0 || whole.byteOffset !== 0) return;
+  const free = bodyPool[31 - Math.clz32(n)]!;
+  if (free.length < POOL_MAX_PER_CLASS) free.push(whole);
+}
+
+// ---- shared callbacks --------------------------------------------------------------------
+// uWS calls these synchronously (forEach, cork), so the target can sit in a module variable
+// instead of a closure per request. Each reads its target before doing anything that could
+// re-enter.
+
+let collecting: string[] | null = null;
+function collectHeader(name: string, value: string): void {
+  collecting!.push(name, value);
+}
+
+let corkTarget: Exchange | null = null;
+function corkedWriteCurrent(): void {
+  const ex = corkTarget!;
+  corkTarget = null;
+  ex.writeCurrent();
+}
+function corkedWriteHead(): void {
+  const ex = corkTarget!;
+  corkTarget = null;
+  ex.writeHead();
+}
+function corkedEnd(): void {
+  const ex = corkTarget!;
+  corkTarget = null;
+  ex.endResponse();
+}
+
 export class Exchange implements UpstreamHandler {
   private id = '';
   private method = '';
   private path = '';
   private query = '';
-  private readonly headers: string[] = [];
+  /** Request headers as received (flat, names lower-cased by uWS): kept for the capture. */
+  private headers: string[] = [];
+  /** What goes upstream (flat). */
+  private upstreamHeaders: string[] = [];
   private identity: KeyIdentity | null = null;
   private recording = false;
 
@@ -94,15 +180,17 @@ export class Exchange implements UpstreamHandler {
 
   private status = 0;
   private statusText = '';
-  private rawHeaders: Buffer[] = [];
-  private lowerNames: string[] = [];
+  private rawHeaders: Buffer[] | null = null;
+  private lowerNames: string[] | null = null;
   private listedHopByHop: Set<string> | null = null;
   private bodyMode = BODY_CHUNKED;
   private contentLength = -1;
   private current: Buffer | null = null;
+  /** The part of a sized body tryEnd could not send yet (own copy), from write offset pendingOffset. */
   private pending: Buffer | null = null;
   private pendingOffset = 0;
-  private respParts: Buffer[] | null = null;
+  /** Recorded response bytes (own copies: upstream chunks are views into a reused buffer). */
+  private respBody: Buffer | null = null;
   private respBytes = 0;
   private glitchResponse: { headers: HeaderPair[]; body: Buffer } | null = null;
 
@@ -128,43 +216,66 @@ export class Exchange implements UpstreamHandler {
     const path = req.getUrl();
     const query = req.getQuery() ?? '';
     const headers = this.headers;
-    let size = method.length + path.length + query.length + 12;
-    req.forEach((name, value) => {
-      headers.push(name, value);
-      size += name.length + value.length + 4;
-    });
+    collecting = headers;
+    req.forEach(collectHeader);
+    collecting = null;
     this.method = method;
     this.path = path;
     this.query = query;
 
+    // One pass: framing checks, the Glitch key, and the upstream header list.
+    const up = this.upstreamHeaders;
+    let size = method.length + path.length + query.length + 12;
     let key = '';
     let contentLength = -1;
-    let chunked = false;
-    let conflicting = false;
+    let transferEncoding: string | null = null;
+    let malformed = false;
+    let hasVersion = false;
+    let connection: string | null = null;
     for (let i = 0; i < headers.length; i += 2) {
       // uWS lower-cases header names.
-      switch (headers[i]) {
-        case GLITCH_KEY_HEADER:
-          key = headers[i + 1]!;
-          break;
-        case 'content-length': {
-          const n = Number(headers[i + 1]);
-          // RFC 9112 §6.3: differing lengths are an unrecoverable framing error (smuggling).
-          conflicting ||= contentLength !== -1 && contentLength !== n;
-          contentLength = n;
-          break;
+      const name = headers[i]!;
+      const value = headers[i + 1]!;
+      size += name.length + value.length + 4;
+      const action = requestHeaderAction(name);
+      if (action === HEADER_DROP) {
+        switch (name) {
+          case GLITCH_KEY_HEADER:
+            key = value;
+            break;
+          case 'content-length': {
+            const n = contentLengthValue(value);
+            // RFC 9112 §6.3: an invalid or differing length is an unrecoverable framing error (smuggling).
+            if (n < 0 || (contentLength !== -1 && contentLength !== n)) malformed = true;
+            contentLength = n;
+            break;
+          }
+          case 'transfer-encoding':
+            // uWS decodes `chunked` only; any other (or a second) coding leaves the length unknown.
+            if (transferEncoding !== null) malformed = true;
+            transferEncoding = value;
+            break;
+          case 'connection':
+            connection = connection === null ? value : connection + ',' + value;
+            break;
         }
-        case 'transfer-encoding':
-          chunked = true;
-          break;
+        continue;
+      }
+      if (action === HEADER_NARROW_ENCODING) up.push(name, narrowAcceptEncoding(value));
+      else {
+        if (action === HEADER_VERSION) hasVersion = true;
+        up.push(name, value);
       }
     }
+    if (!hasVersion) up.push(ANTHROPIC_VERSION_HEADER, DEFAULT_ANTHROPIC_VERSION);
+    if (connection !== null) this.dropConnectionListed(connection);
+    const chunked = transferEncoding !== null;
+    if (chunked && transferEncoding!.trim().toLowerCase() !== 'chunked') malformed = true;
     const hasBody = contentLength > 0 || chunked;
 
     if (size > ctx.opts.headerLimitBytes) return this.reject('headers_too_large', true);
-    if (path.charCodeAt(0) !== 0x2f || conflicting || (chunked && contentLength !== -1) || !(contentLength >= -1) || !Number.isInteger(contentLength)) {
-      return this.reject('malformed_request', true);
-    }
+    // RFC 9112 §6.1: Content-Length with Transfer-Encoding is a smuggling attempt.
+    if (malformed || path.charCodeAt(0) !== 0x2f || (chunked && contentLength !== -1)) return this.reject('malformed_request', true);
     // Claude Code's credential-less connectivity checks: relayed, never recorded.
     const preconnect = method === 'HEAD' && (path === '/api/hello' || path === '/');
     if (!preconnect) {
@@ -174,13 +285,16 @@ export class Exchange implements UpstreamHandler {
       this.identity = identity;
       this.recording = ctx.recording;
       if (this.recording) this.id = uuidv7(this.receivedAt);
+      // The record spool is full and the policy is to refuse: nothing new goes upstream.
+      if (ctx.refusing) return this.reject('record_spool_full', hasBody);
     }
     if (contentLength > ctx.opts.bodyLimitBytes) return this.reject('body_too_large', true);
 
     ctx.inFlight.add(this);
     if (hasBody) {
-      // Own ArrayBuffer (not the shared pool) so the capture can be transferred, not copied.
-      if (contentLength > 0) this.body = Buffer.allocUnsafeSlow(contentLength);
+      // One copy out of uWS, into a buffer of the declared size. Its own ArrayBuffer (not
+      // Node's shared pool) so the capture can be transferred to the recorder, not copied.
+      if (contentLength > 0) this.body = takeBody(contentLength, !this.recording && ctx.upstream.bodyDoneAtSettle);
       else this.bodyParts = [];
       this.res.onData(this.onRequestBody);
       this.overhead += performance.now() - this.t0;
@@ -188,6 +302,17 @@ export class Exchange implements UpstreamHandler {
     }
     this.dispatch();
     this.overhead += performance.now() - this.t0;
+  }
+
+  /** Removes the headers a client's `Connection` header declares hop-by-hop (rare). */
+  private dropConnectionListed(connection: string): void {
+    let listed: Set<string> | null = null;
+    for (const t of connectionTokens(connection)) if (t !== 'close' && t !== 'keep-alive') (listed ??= new Set()).add(t);
+    if (listed === null) return;
+    const up = this.upstreamHeaders;
+    const kept: string[] = [];
+    for (let i = 0; i < up.length; i += 2) if (!listed.has(up[i]!) || up[i] === ANTHROPIC_VERSION_HEADER) kept.push(up[i]!, up[i + 1]!);
+    this.upstreamHeaders = kept;
   }
 
   readonly onAborted = (): void => {
@@ -207,10 +332,11 @@ export class Exchange implements UpstreamHandler {
     try {
       if (this.responded || this.phase !== RECEIVING) return;
       const n = chunk.byteLength;
+      const body = this.body;
       if (n > 0) {
-        if (this.body !== null) {
-          if (this.bodyLen + n > this.body.length) return this.reject('malformed_request', true);
-          this.body.set(new Uint8Array(chunk), this.bodyLen);
+        if (body !== null) {
+          if (this.bodyLen + n > body.length) return this.reject('malformed_request', true);
+          body.set(new Uint8Array(chunk), this.bodyLen);
         } else {
           if (this.bodyLen + n > this.ctx.opts.bodyLimitBytes) return this.reject('body_too_large', true);
           this.bodyParts!.push(Buffer.from(new Uint8Array(chunk))); // copy: uWS neuters it on return
@@ -219,8 +345,12 @@ export class Exchange implements UpstreamHandler {
         this.ctx.metrics.bytesIn += n;
       }
       if (isLast) {
-        if (this.bodyParts !== null) {
-          this.body = concatOwned(this.bodyParts, this.bodyLen);
+        if (body !== null) {
+          // Short of the declared length: the rest of the buffer was never written, and
+          // uninitialized memory must never go upstream.
+          if (this.bodyLen !== body.length) return this.reject('malformed_request', true);
+        } else {
+          this.body = concatOwned(this.bodyParts!, this.bodyLen);
           this.bodyParts = null;
         }
         this.dispatch();
@@ -236,12 +366,12 @@ export class Exchange implements UpstreamHandler {
     const ctx = this.ctx;
     this.phase = DISPATCHED;
     this.tDispatch = performance.now();
-    const path = ctx.basePath + this.path + (this.query === '' ? '' : '?' + this.query);
+    const query = this.query;
     ctx.upstream.dispatch(
       {
         method: this.method,
-        path,
-        headers: upstreamRequestHeaders(this.headers),
+        path: query === '' ? ctx.basePath + this.path : ctx.basePath + this.path + '?' + query,
+        headers: this.upstreamHeaders,
         body: this.body !== null && this.body.length > 0 ? this.body : null,
         headersTimeout: ctx.opts.firstByteTimeoutMs,
         bodyTimeout: ctx.opts.idleTimeoutMs,
@@ -252,7 +382,7 @@ export class Exchange implements UpstreamHandler {
 
   /** Glitch answers itself with an Anthropic-shaped error. */
   private respondError(code: ErrorCode, message: string | undefined, closeConnection: boolean): void {
-    const spec = ERRORS[code];
+    const spec: { status: number; retryAfterSeconds?: number } = ERRORS[code];
     this.error = glitchError(code, message);
     if (this.responded) return;
     const requestId = this.id || (this.id = uuidv7(this.receivedAt));
@@ -262,6 +392,7 @@ export class Exchange implements UpstreamHandler {
       ['request-id', requestId],
       ['x-glitch-error', code],
     ];
+    if (spec.retryAfterSeconds !== undefined) headers.push(['retry-after', String(spec.retryAfterSeconds)]);
     this.status = spec.status;
     this.glitchResponse = { headers, body };
     this.responded = true;
@@ -318,7 +449,7 @@ export class Exchange implements UpstreamHandler {
     this.abortWith(new RelayAbort('shutdown_aborted'));
   }
 
-  // ---- upstream side (undici dispatch handler) --------------------------------------------
+  // ---- upstream side (dispatch handler) ---------------------------------------------------
 
   onConnect(abort: (err?: Error) => void): void {
     this.abortUpstream = abort;
@@ -337,44 +468,67 @@ export class Exchange implements UpstreamHandler {
     this.rawHeaders = rawHeaders;
     if (this.clientGone) return false;
 
-    const names = this.lowerNames;
+    const names: string[] = [];
     let contentLength = -1;
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const name = rawHeaders[i]!.toString('latin1').toLowerCase();
       names.push(name);
-      if (name === 'content-length') contentLength = Number(rawHeaders[i + 1]!.toString('latin1'));
-      else if (name === 'connection') {
+      if (name.length === 14 && name === 'content-length') contentLength = Number(rawHeaders[i + 1]!.toString('latin1'));
+      else if (name.length === 10 && name === 'connection') {
         for (const t of connectionTokens(rawHeaders[i + 1]!.toString('latin1'))) (this.listedHopByHop ??= new Set()).add(t);
       }
     }
+    this.lowerNames = names;
     this.contentLength = contentLength;
     if (this.method === 'HEAD' || statusCode === 204 || statusCode === 304) this.bodyMode = BODY_NONE;
     else if (contentLength >= 0 && Number.isSafeInteger(contentLength)) this.bodyMode = BODY_SIZED;
     else this.bodyMode = BODY_CHUNKED;
-    if (this.recording) this.respParts = [];
+    if (this.recording && this.bodyMode !== BODY_NONE) {
+      this.respBody = Buffer.allocUnsafeSlow(this.bodyMode === BODY_SIZED ? Math.min(contentLength, RESPONSE_CAPTURE_MAX_PREALLOC) : RESPONSE_CAPTURE_START);
+    }
     // A stream's headers go out now so the client sees the response start; a sized body's
     // headers go out with its first chunk (one write instead of two).
-    if (this.bodyMode === BODY_CHUNKED) this.res.cork(this.writeHead);
+    if (this.bodyMode === BODY_CHUNKED) {
+      corkTarget = this;
+      this.res.cork(corkedWriteHead);
+    }
     this.overhead += performance.now() - t;
     return true;
   }
 
   onData(chunk: Buffer): boolean {
     const t = performance.now();
-    this.respBytes += chunk.length;
-    this.ctx.metrics.bytesOut += chunk.length;
-    if (this.respParts !== null) this.respParts.push(chunk);
+    const n = chunk.length;
+    this.ctx.metrics.bytesOut += n;
+    if (this.respBody !== null) this.record(chunk);
+    else this.respBytes += n;
     if (this.responded) return !this.clientGone;
     this.current = chunk;
-    this.res.cork(this.writeCurrent);
+    corkTarget = this;
+    this.res.cork(corkedWriteCurrent);
     this.overhead += performance.now() - t;
     return !this.paused;
+  }
+
+  /** Appends a response chunk to the recorded body (a copy: `chunk` is only valid now). */
+  private record(chunk: Buffer): void {
+    let buf = this.respBody!;
+    const end = this.respBytes + chunk.length;
+    if (end > buf.length) {
+      // Upstream sent more than its content-length (it is cut off by then) or a stream grew.
+      const grown = Buffer.allocUnsafeSlow(Math.max(end, buf.length * 2));
+      buf.copy(grown, 0, 0, this.respBytes);
+      this.respBody = buf = grown;
+    }
+    chunk.copy(buf, this.respBytes);
+    this.respBytes = end;
   }
 
   onComplete(_trailers: string[] | null): void {
     if (!this.responded) {
       const t = performance.now();
-      this.res.cork(this.endResponse);
+      corkTarget = this;
+      this.res.cork(corkedEnd);
       this.overhead += performance.now() - t;
     }
     this.finish();
@@ -403,6 +557,7 @@ export class Exchange implements UpstreamHandler {
     const code = e.code ?? '';
     if (code === 'UND_ERR_HEADERS_TIMEOUT') return 'upstream_first_byte_timeout';
     if (code === 'UND_ERR_BODY_TIMEOUT') return this.headSent ? 'upstream_idle_timeout' : 'upstream_first_byte_timeout';
+    if (code === 'UND_ERR_POOL_FULL') return 'upstream_pool_exhausted';
     if (CONNECT_ERRORS.has(code) || e.syscall === 'connect' || e.syscall === 'getaddrinfo' || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_')) {
       return 'upstream_connect_failed';
     }
@@ -425,12 +580,12 @@ export class Exchange implements UpstreamHandler {
     return `${ERRORS[code].message.replace(/\.$/, '')} (${cause}).`;
   }
 
-  // ---- writing to the client (always inside res.cork) -----------------------------------
+  // ---- writing to the client (always inside res.cork, via the shared callbacks) ------------
 
-  private readonly writeHead = (): void => {
+  writeHead(): void {
     const res = this.res;
-    const raw = this.rawHeaders;
-    const names = this.lowerNames;
+    const raw = this.rawHeaders!;
+    const names = this.lowerNames!;
     const listed = this.listedHopByHop;
     this.headSent = true;
     res.writeStatus(statusLine(this.status, this.statusText));
@@ -440,52 +595,55 @@ export class Exchange implements UpstreamHandler {
       // HEAD / 304 carry the length of a body that is not sent: relay it as upstream said.
       else if (this.bodyMode === BODY_NONE && name === 'content-length') res.writeHeader(raw[i]!, raw[i + 1]!);
     }
-  };
+  }
 
-  private readonly writeCurrent = (): void => {
+  writeCurrent(): void {
     const res = this.res;
     const chunk = this.current!;
     this.current = null;
     if (!this.headSent) this.writeHead();
     if (this.bodyMode === BODY_CHUNKED) {
-      // uWS keeps what the socket did not take; false means "stop sending until writable".
+      // uWS keeps (copies) what the socket did not take; false means "stop sending until writable".
       if (!res.write(chunk)) this.pauseUpstream();
     } else if (this.bodyMode === BODY_SIZED) {
       const offset = res.getWriteOffset();
       const [ok, done] = res.tryEnd(chunk, this.contentLength);
       if (done) this.responded = true;
       else if (!ok) {
-        // tryEnd did not take all of it: retry the rest from onWritable.
-        this.pending = chunk;
-        this.pendingOffset = offset;
+        // tryEnd sent only part of it and keeps none of the rest: retry that from onWritable,
+        // from our own copy (`chunk` is only valid during this call).
+        const sent = res.getWriteOffset() - offset;
+        this.pending = Buffer.from(chunk.subarray(sent));
+        this.pendingOffset = offset + sent;
         this.pauseUpstream();
       }
     }
-  };
+  }
 
-  private readonly endResponse = (): void => {
+  endResponse(): void {
     const res = this.res;
     if (!this.headSent) this.writeHead();
     this.responded = true;
     if (this.bodyMode === BODY_NONE) res.endWithoutBody();
     else if (this.bodyMode === BODY_CHUNKED || this.contentLength === 0) res.end();
     // BODY_SIZED with a length: the last tryEnd already completed the response.
-  };
+  }
 
   private pauseUpstream(): void {
     this.paused = true;
     if (!this.writableRegistered) {
       this.writableRegistered = true;
-      this.res.onWritable(this.onWritable);
+      this.res.onWritable((offset) => this.onWritable(offset)); // slow clients only
     }
   }
 
-  private readonly onWritable = (offset: number): boolean => {
+  private onWritable(offset: number): boolean {
     try {
       if (this.responded) return true;
       if (this.pending !== null) {
-        const chunk = this.pending;
-        const [ok, done] = this.res.tryEnd(chunk.subarray(offset - this.pendingOffset), this.contentLength);
+        const rest = this.pending;
+        const from = offset - this.pendingOffset;
+        const [ok, done] = this.res.tryEnd(from > 0 ? rest.subarray(from) : rest, this.contentLength);
         if (done) this.responded = true;
         else if (!ok) return false;
         this.pending = null;
@@ -499,7 +657,7 @@ export class Exchange implements UpstreamHandler {
       this.fail(e);
       return true;
     }
-  };
+  }
 
   // ---- completion -------------------------------------------------------------------------
 
@@ -510,23 +668,42 @@ export class Exchange implements UpstreamHandler {
     this.doneAt = performance.now();
     const ctx = this.ctx;
     ctx.inFlight.delete(this);
-    const status = this.clientGone && !this.headSent ? 0 : this.status;
-    ctx.metrics.request(routeLabel(this.path), status);
+    ctx.metrics.request(this.path, this.clientGone && !this.headSent ? 0 : this.status);
     if (this.error !== null) ctx.metrics.error(this.error.code);
     if (this.tDispatch > 0) ctx.metrics.addedLatency.observe(this.overhead / 1000);
     if (this.recording) ctx.captured(this);
+    else if (this.body !== null && ctx.upstream.bodyDoneAtSettle) {
+      returnBody(this.body);
+      this.body = null;
+    }
     ctx.exchangeDone();
   }
 
-  /** Builds the capture (called off the hot path, after the response has ended). */
-  toCapture(): RawCapture {
+  /**
+   * Builds the capture (called off the hot path, after the response has ended) and adds to
+   * `transfer` the ArrayBuffers only this capture uses, which may be moved to the recorder's
+   * thread instead of copied. By then the upstream connection has either finished writing
+   * the request body or been destroyed, so nothing reads those buffers any more.
+   */
+  toCapture(transfer: ArrayBuffer[]): RawCapture {
     const t0 = this.t0;
     const requestHeaders: HeaderPair[] = [];
     const h = this.headers;
     for (let i = 0; i < h.length; i += 2) requestHeaders.push([h[i]!, h[i] === GLITCH_KEY_HEADER ? REDACTED : h[i + 1]!]);
     let requestBody: Uint8Array = EMPTY;
-    if (this.body !== null) requestBody = this.body.subarray(0, this.bodyLen);
-    else if (this.bodyParts !== null) requestBody = concatOwned(this.bodyParts, this.bodyLen);
+    if (this.body !== null) {
+      if (this.bodyLen === this.body.length) {
+        requestBody = this.body;
+        transfer.push(this.body.buffer as ArrayBuffer);
+      } else {
+        // Cut short: the rest of the buffer was never written; hand over only what arrived.
+        requestBody = Buffer.from(this.body.subarray(0, this.bodyLen));
+      }
+    } else if (this.bodyParts !== null) {
+      const b = concatOwned(this.bodyParts, this.bodyLen);
+      requestBody = b;
+      transfer.push(b.buffer as ArrayBuffer);
+    }
 
     let responseSource: RawCapture['responseSource'] = 'none';
     let responseHeaders: HeaderPair[] = [];
@@ -537,9 +714,15 @@ export class Exchange implements UpstreamHandler {
       responseBody = this.glitchResponse.body;
     } else if (this.tFirstByte > 0) {
       responseSource = 'upstream';
-      const raw = this.rawHeaders;
+      const raw = this.rawHeaders!;
       for (let i = 0; i < raw.length; i += 2) responseHeaders.push([raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1')]);
-      if (this.respParts !== null) responseBody = concatOwned(this.respParts, this.respBytes);
+      if (this.respBody !== null && this.respBytes > 0) {
+        // A grown buffer has an unwritten tail: copy the written part rather than hand over
+        // uninitialized memory with it.
+        responseBody = this.respBody.subarray(0, this.respBytes);
+        if (this.respBytes === this.respBody.length) transfer.push(this.respBody.buffer as ArrayBuffer);
+        else responseBody = Buffer.from(responseBody);
+      }
     }
     const identity = this.identity!;
     return {

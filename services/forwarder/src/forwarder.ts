@@ -4,12 +4,26 @@ import { availableParallelism } from 'node:os';
 import { startAdmin } from './admin.js';
 import type { Recorder } from './capture.js';
 import { validateKeys, type StaticKey } from './keys.js';
-import { renderPrometheus } from './metrics.js';
+import { renderPrometheus, type ScalarMetric } from './metrics.js';
 import { RecordingQueue } from './recording.js';
 import { startInProcess, startWorkerGroup, type RelayGroup } from './relay-group.js';
 import { logTo, noLog } from './relay-log.js';
 import type { RelayThreadOptions } from './relay.js';
 import type { UpstreamClientKind } from './upstream.js';
+
+/**
+ * Admission from outside the relay: the record spool says whether new traffic must be
+ * refused (spool full and policy `refuse`). While it is refusing, every new authenticated
+ * request gets 503 `overloaded_error` (code `record_spool_full`, with `retry-after`) and
+ * nothing goes upstream; Claude Code's credential-less preconnects are still relayed, and
+ * exchanges already in flight finish.
+ */
+export interface AdmissionSignal {
+  /** The state now; read once at start. */
+  isRefusing(): boolean;
+  /** Called on every change. May return an unsubscribe function, called by stop(). */
+  onChange(cb: (refusing: boolean) => void): void | (() => void);
+}
 
 export interface ForwarderOptions {
   /** Default 127.0.0.1:8787; port 0 = ephemeral (also with several threads). */
@@ -43,6 +57,18 @@ export interface ForwarderOptions {
   logger?: Logger;
   /** Upstream HTTP client: `native` (default, leaner per request) or `undici`. */
   upstreamClient?: UpstreamClientKind;
+  /** Idle pooled upstream connections are closed after this long. Default 4 s. */
+  upstreamKeepAliveMs?: number;
+  /**
+   * How long a request may wait for an upstream connection when all `upstreamConnections`
+   * are busy before it is refused with 503 `upstream_pool_exhausted`. Default 2 s: streams
+   * hold their connection for whole turns, so waiting longer rarely helps.
+   */
+  upstreamQueueTimeoutMs?: number;
+  /** PEM CA certificate(s) trusted for an https upstream instead of Node's defaults (a TLS-intercepting egress proxy, tests). */
+  upstreamCa?: string;
+  /** Admission hook for the record spool's `refuse` policy; see also RunningForwarder.setRefusing. */
+  admission?: AdmissionSignal;
 }
 
 export interface RunningForwarder {
@@ -50,6 +76,13 @@ export interface RunningForwarder {
   port: number;
   adminUrl: string;
   adminPort: number;
+  /**
+   * Admission by hand (the `admission` option calls it on every change): while true, new
+   * authenticated requests get 503 `record_spool_full`. Resolves once every relay thread
+   * applied it.
+   */
+  setRefusing(refusing: boolean): Promise<void>;
+  isRefusing(): boolean;
   /** Graceful: stop accepting, let in-flight exchanges finish up to graceMs, abort the rest. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -67,6 +100,8 @@ interface Resolved {
   idleTimeoutMs: number;
   shutdownGraceMs: number;
   upstreamConnections: number;
+  upstreamKeepAliveMs: number;
+  upstreamQueueTimeoutMs: number;
 }
 
 function positiveInt(name: string, value: number | undefined, fallback: number): number {
@@ -100,6 +135,8 @@ function resolveOptions(o: ForwarderOptions): Resolved {
     idleTimeoutMs: positiveInt('idleTimeoutMs', o.idleTimeoutMs, 5 * 60_000),
     shutdownGraceMs: positiveInt('shutdownGraceMs', o.shutdownGraceMs, 30_000),
     upstreamConnections: positiveInt('upstreamConnections', o.upstreamConnections, 8192),
+    upstreamKeepAliveMs: positiveInt('upstreamKeepAliveMs', o.upstreamKeepAliveMs, 4_000),
+    upstreamQueueTimeoutMs: positiveInt('upstreamQueueTimeoutMs', o.upstreamQueueTimeoutMs, 2_000),
   };
 }
 
@@ -115,7 +152,12 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
   const keys = validateKeys(opts.keys);
   const log = opts.logger ? logTo(opts.logger) : noLog;
   const queue = new RecordingQueue(opts.recorder, log);
+  let refusing = opts.admission?.isRefusing() === true;
   const relayOpts: RelayThreadOptions = {
+    refusing,
+    upstreamKeepAliveMs: o.upstreamKeepAliveMs,
+    upstreamQueueTimeoutMs: o.upstreamQueueTimeoutMs,
+    ...(opts.upstreamCa !== undefined ? { upstreamCa: opts.upstreamCa } : {}),
     host: o.host,
     port: o.port,
     exclusivePort: true,
@@ -132,6 +174,13 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
   const group: RelayGroup = o.threads === 1 ? await startInProcess(relayOpts, queue, log) : await startWorkerGroup(relayOpts, o.threads, queue, log);
 
   let stopping: Promise<void> | null = null;
+  let refusedSince = refusing ? Date.now() : 0;
+  const admissionMetric = (): ScalarMetric => ({
+    name: 'glitch_forwarder_admission_refusing',
+    help: 'Whether new authenticated requests are refused because the record spool is full (1) or admitted (0).',
+    type: 'gauge',
+    value: refusing ? 1 : 0,
+  });
   let admin;
   try {
     admin = await startAdmin(
@@ -139,7 +188,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
       o.adminPort,
       {
         ready: () => stopping === null && group.ready(),
-        metrics: async () => renderPrometheus(await group.snapshot(), [...group.scalarMetrics(), ...queue.metrics()]),
+        metrics: async () => renderPrometheus(await group.snapshot(), [...group.scalarMetrics(), ...queue.metrics(), admissionMetric()]),
       },
       log,
     );
@@ -150,14 +199,41 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
   const adminServer = admin;
   log('info', 'forwarder listening', { port: group.port, adminPort: adminServer.port, threads: group.threads, upstream: o.upstreamUrl });
 
+  // Changes are applied in order: each waits for the one before to reach every thread.
+  let applied: Promise<void> = Promise.resolve();
+  const setRefusing = (value: boolean): Promise<void> => {
+    if (value !== refusing) {
+      refusing = value;
+      if (value) {
+        refusedSince = Date.now();
+        log('warn', 'record spool full: refusing new requests (503 record_spool_full)');
+      } else {
+        log('info', 'record spool has room again: admitting requests', { refusedForMs: Date.now() - refusedSince });
+      }
+    }
+    applied = applied.then(() => group.setRefusing(value));
+    return applied;
+  };
+  let unsubscribe: (() => void) | null = null;
+  if (opts.admission) {
+    const signal = opts.admission;
+    const off = signal.onChange((value) => void setRefusing(value === true));
+    if (typeof off === 'function') unsubscribe = off;
+    // A change between the first read and the subscription must not be lost.
+    if (signal.isRefusing() !== refusing) await setRefusing(!refusing);
+  }
+
   return {
     url: `http://${urlHost(o.host)}:${group.port}`,
     port: group.port,
     adminUrl: `http://${urlHost(o.adminHost)}:${adminServer.port}`,
     adminPort: adminServer.port,
+    setRefusing,
+    isRefusing: () => refusing,
     stop(graceMs = o.shutdownGraceMs) {
       stopping ??= (async () => {
         log('info', 'forwarder stopping', { graceMs });
+        unsubscribe?.();
         await group.stop(graceMs);
         await queue.drain(5_000);
         await adminServer.close();

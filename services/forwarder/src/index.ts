@@ -5,4 +5,4 @@ export type { KeyIdentity, KeyStore, StaticKey } from './keys.js';
 export type { CapturedExchange, ExchangeTimings, HeaderPair, RawCapture, Recorder, SseCapture } from './capture.js';
 export { completeCapture, decodeBody, reassembleSse } from './capture.js';
 export { startForwarder } from './forwarder.js';
-export type { ForwarderOptions, RunningForwarder } from './forwarder.js';
+export type { AdmissionSignal, ForwarderOptions, RunningForwarder } from './forwarder.js';

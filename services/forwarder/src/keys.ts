@@ -96,16 +96,31 @@ export function loadKeysFile(path: string): StaticKey[] {
   return validateKeys((json as { keys: unknown }).keys, `keys file ${path}`);
 }
 
-/** KeyStore over a fixed list: one sha256 and one Map lookup per request. */
+/** Secrets recently verified, so a busy client's key is hashed once, not per request. */
+const VERIFIED_CACHE_SIZE = 1024;
+
+/**
+ * KeyStore over a fixed list: a Map lookup per request, and one sha256 the first time a
+ * secret is seen. Only valid secrets are cached (bounded: cleared when full), so unknown
+ * keys cannot grow it; the cache holds nothing a request did not already carry.
+ */
 export function staticKeyStore(keys: StaticKey[]): KeyStore {
   const byDigest = new Map<string, KeyIdentity>();
   for (const k of validateKeys(keys)) {
     byDigest.set(k.secretSha256 ?? sha256Hex(k.secret!), { keyId: k.id, tenantId: k.tenantId });
   }
+  const verified = new Map<string, KeyIdentity>();
   return {
     lookup(secret: string): KeyIdentity | null {
+      const hit = verified.get(secret);
+      if (hit !== undefined) return hit;
       if (secret.length === 0 || secret.length > 512) return null;
-      return byDigest.get(sha256Hex(secret)) ?? null;
+      const identity = byDigest.get(sha256Hex(secret)) ?? null;
+      if (identity !== null) {
+        if (verified.size >= VERIFIED_CACHE_SIZE) verified.clear();
+        verified.set(secret, identity);
+      }
+      return identity;
     },
   };
 }

@@ -57,29 +57,41 @@ export interface MetricsSnapshot {
 }
 
 /** Bounded label values: a few known routes, everything else is `other`. */
-export function routeLabel(path: string): string {
+const ROUTES = ['/v1/messages', '/v1/messages/count_tokens', '/v1/models', '/v1/models/:id', '/api/hello', '/', 'other'] as const;
+
+/** Index of the route label of a path in ROUTES. */
+export function routeIndex(path: string): number {
   switch (path) {
     case '/v1/messages':
+      return 0;
     case '/v1/messages/count_tokens':
+      return 1;
     case '/v1/models':
+      return 2;
     case '/api/hello':
+      return 4;
     case '/':
-      return path;
+      return 5;
     default:
-      return path.startsWith('/v1/models/') ? '/v1/models/:id' : 'other';
+      return path.startsWith('/v1/models/') ? 3 : 6;
   }
 }
 
+export function routeLabel(path: string): string {
+  return ROUTES[routeIndex(path)]!;
+}
+
 export class RelayMetrics {
-  private readonly requests = new Map<string, number>();
+  /** routeIndex × 1000 + status → count: a number key, so counting allocates nothing. */
+  private readonly requests = new Map<number, number>();
   private readonly errors = new Map<string, number>();
   readonly upstreamLatency = new Histogram(UPSTREAM_LATENCY_BUCKETS);
   readonly addedLatency = new Histogram(ADDED_LATENCY_BUCKETS);
   bytesIn = 0;
   bytesOut = 0;
 
-  request(route: string, status: number): void {
-    const key = route + '\t' + status;
+  request(path: string, status: number): void {
+    const key = routeIndex(path) * 1000 + status;
     this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
   }
 
@@ -89,7 +101,7 @@ export class RelayMetrics {
 
   snapshot(openStreams: number, pool: PoolSnapshot): MetricsSnapshot {
     return {
-      requests: [...this.requests],
+      requests: Array.from(this.requests, ([k, v]): [string, number] => [`${ROUTES[Math.floor(k / 1000)]}\t${k % 1000}`, v]),
       errors: [...this.errors],
       upstreamLatency: this.upstreamLatency.snapshot(),
       addedLatency: this.addedLatency.snapshot(),

@@ -1,9 +1,15 @@
 // A small HTTP/1.1 keep-alive client for the one upstream of a relay thread, built for the
-// hot path: one write per request (head + body, corked), a response parser working on the
-// socket's own buffers (header names/values and body chunks are views, never copies), pause
-// and resume through the socket, and timeouts from one coarse sweep per pool instead of a
-// timer per request. It speaks undici's legacy handler protocol (see upstream.ts) and uses
-// undici's error codes, so the relay treats both clients alike.
+// hot path: one write per request (head + body, corked); reads land in one read buffer per
+// pool (net's `onread`), so no buffer is allocated per read and no stream machinery runs;
+// the parser hands out views into that buffer; pause and resume through the socket; and
+// timeouts from one coarse sweep per pool instead of a timer per request. It speaks undici's
+// legacy handler protocol (see upstream.ts) and uses undici's error codes, so the relay
+// treats both clients alike.
+//
+// The read buffer is reused by the next read: a view into it is valid only until the
+// callback that received it returns. Whatever outlives a read is copied here (a head or chunk
+// line split across reads, bytes held while paused, the response head handed to onHeaders);
+// body chunks go to `onData` as views, and the handler copies what it keeps.
 //
 // Not supported (not needed against the Anthropic API): pipelining, upgrades (101),
 // HTTP/1.0 keep-alive, request trailers.
@@ -14,8 +20,16 @@ import type { UpstreamClient, UpstreamClientOptions, UpstreamHandler, UpstreamRe
 
 const CONNECT_TIMEOUT_MS = 10_000;
 /** Idle pooled connections are closed before a typical server keep-alive timeout (5 s) fires. */
-const KEEP_ALIVE_MS = 4_000;
+export const DEFAULT_KEEP_ALIVE_MS = 4_000;
+/**
+ * Longest wait for a connection when all `connections` are busy. Every open stream holds one
+ * for a whole turn (minutes), so a request that cannot get one soon is refused (503, which
+ * Claude Code retries) instead of queueing behind streams.
+ */
+export const DEFAULT_QUEUE_TIMEOUT_MS = 2_000;
 const MAX_CHUNK_LINE = 4096;
+/** One read buffer per pool (thread): reads are processed synchronously, one at a time. */
+const READ_BUFFER_BYTES = 64 * 1024;
 
 export class UpstreamError extends Error {
   constructor(
@@ -79,6 +93,8 @@ interface Queued {
   req: UpstreamRequest;
   handler: UpstreamHandler;
   cancelled: boolean;
+  /** Sweep tick when it was queued. */
+  since: number;
 }
 
 class UpstreamConnection {
@@ -104,18 +120,18 @@ class UpstreamConnection {
   private completePending = false;
   /** The response ended: return the connection to the pool once this read is processed. */
   private settlePending = false;
-  private keepAliveMs = KEEP_ALIVE_MS;
+  private keepAliveMs: number;
   private readonly resume = (): void => this.onResume();
 
   constructor(private readonly pool: NativePool) {
     const o = pool.target;
-    const opts = { host: o.host, port: o.port, noDelay: true };
+    this.keepAliveMs = pool.keepAliveMs;
+    const opts = { host: o.host, port: o.port, noDelay: true, onread: { buffer: pool.readBuffer, callback: this.onRead } };
     this.socket = o.tls
-      ? tlsConnect({ ...opts, servername: isIP(o.host) ? undefined : o.host, ALPNProtocols: ['http/1.1'] }, this.onConnected)
+      ? tlsConnect({ ...opts, servername: isIP(o.host) ? undefined : o.host, ALPNProtocols: ['http/1.1'], ...(pool.ca !== undefined ? { ca: pool.ca } : {}) }, this.onConnected)
       : netConnect(opts, this.onConnected);
     this.socket.setKeepAlive(true, 30_000);
     this.activity = pool.tick;
-    this.socket.on('data', this.onSocketData);
     this.socket.on('error', this.onSocketError);
     this.socket.on('close', this.onSocketClose);
     this.socket.on('end', this.onSocketEnd);
@@ -183,18 +199,21 @@ class UpstreamConnection {
 
   // ---- response parsing ---------------------------------------------------------------------
 
-  private readonly onSocketData = (data: Buffer): void => {
+  /** net's `onread` callback: `nread` bytes in the pool's read buffer. false pauses the socket. */
+  private readonly onRead = (nread: number, buf: Uint8Array): boolean => {
     this.activity = this.pool.tick;
     if (this.handler === null) {
       this.destroy(); // bytes nobody asked for: the connection is out of sync
-      return;
+      return false;
     }
-    this.received += data.length;
+    const data = this.pool.readView(buf, nread);
+    this.received += nread;
     if (this.paused) {
       this.keep(data, 0);
-      return;
+      return false;
     }
     this.run(data);
+    return !this.paused;
   };
 
   /** Parses bytes, then completes and returns the connection as the parse left it. */
@@ -209,10 +228,11 @@ class UpstreamConnection {
     this.settle();
   }
 
+  /** Holds unprocessed bytes while paused (copied: the read buffer is reused). */
   private keep(data: Buffer, from: number): void {
     if (from >= data.length) return;
     const rest = data.subarray(from);
-    this.pendingBytes = this.pendingBytes === null ? rest : Buffer.concat([this.pendingBytes, rest]);
+    this.pendingBytes = this.pendingBytes === null ? Buffer.from(rest) : Buffer.concat([this.pendingBytes, rest]);
     this.socket.pause();
   }
 
@@ -281,7 +301,15 @@ class UpstreamConnection {
     this.head = null;
     if (end - from > this.pool.maxHeaderSize) throw new UpstreamError('UND_ERR_HEADERS_OVERFLOW', 'upstream response headers too large');
     const bodyStart = end + 4;
-    this.onHead(buf, from, end);
+    // The header views handed to onHeaders outlive this read: give them their own copy
+    // (a small slice of Node's buffer pool; `buf` is already a copy when the head was split).
+    if (buf === data) {
+      const own = Buffer.allocUnsafe(end + 2 - from);
+      data.copy(own, 0, from, end + 2);
+      this.onHead(own, 0, end - from);
+    } else {
+      this.onHead(buf, from, end);
+    }
     // Everything after the head in `buf` is the tail of `data`.
     return data.length - (buf.length - bodyStart);
   }
@@ -346,7 +374,7 @@ class UpstreamConnection {
             else if (http10 && v.includes('keep-alive')) close = false;
           } else if (lower === 'keep-alive') {
             const m = /timeout=(\d+)/i.exec(buf.toString('latin1', vs, ve));
-            if (m) this.keepAliveMs = Math.max(500, Math.min(KEEP_ALIVE_MS, Number(m[1]) * 1000 - 1000));
+            if (m) this.keepAliveMs = Math.max(500, Math.min(this.pool.keepAliveMs, Number(m[1]) * 1000 - 1000));
           }
         }
       }
@@ -532,6 +560,8 @@ class UpstreamConnection {
   checkTimeout(tick: number, tickMs: number): void {
     const silentMs = (tick - this.activity - 1) * tickMs;
     if (this.handler === null) {
+      // An idle pooled connection is closed before the server's keep-alive timeout would
+      // close it under a request we are about to send.
       if (this.state === IDLE && silentMs >= this.keepAliveMs) this.destroy();
       return;
     }
@@ -590,11 +620,21 @@ interface Target {
 }
 
 export class NativePool implements UpstreamClient {
+  /**
+   * A response ends a request only after its body was written (writableLength 0) or with the
+   * socket destroyed (fd closed: nothing reads the buffer any more); errors destroy too.
+   */
+  readonly bodyDoneAtSettle = true;
   readonly target: Target;
   readonly hostHeader: string;
   readonly maxHeaderSize: number;
+  readonly keepAliveMs: number;
+  readonly ca: string | undefined;
+  /** Shared by every connection of the pool: see the module comment. */
+  readonly readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
   tick = 0;
   private readonly tickMs: number;
+  private readonly queueTimeoutMs: number;
   private readonly all = new Set<UpstreamConnection>();
   private idle: UpstreamConnection[] = [];
   private queue: Queued[] = [];
@@ -610,8 +650,16 @@ export class NativePool implements UpstreamClient {
     this.hostHeader = url.host;
     this.maxHeaderSize = o.maxHeaderSize;
     this.maxConnections = o.connections;
+    this.keepAliveMs = o.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS;
+    this.ca = o.ca;
+    this.queueTimeoutMs = o.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS;
     // Timeout precision: a quarter of the shortest timeout, between 10 ms and 1 s.
-    this.tickMs = Math.max(10, Math.min(1_000, Math.floor(Math.min(o.headersTimeout, o.bodyTimeout, KEEP_ALIVE_MS) / 4)));
+    this.tickMs = Math.max(10, Math.min(1_000, Math.floor(Math.min(o.headersTimeout, o.bodyTimeout, this.keepAliveMs, this.queueTimeoutMs) / 4)));
+  }
+
+  /** The first `nread` bytes of the read buffer as a Buffer (a view, valid during the read). */
+  readView(buf: Uint8Array, nread: number): Buffer {
+    return buf === this.readBuffer ? this.readBuffer.subarray(0, nread) : Buffer.from(buf.buffer, buf.byteOffset, nread);
   }
 
   dispatch(req: UpstreamRequest, handler: UpstreamHandler): void {
@@ -624,7 +672,7 @@ export class NativePool implements UpstreamClient {
     while (conn !== undefined && (conn.state !== IDLE || conn.closed)) conn = this.idle.pop();
     if (conn === undefined) {
       if (this.all.size >= this.maxConnections) {
-        const q: Queued = { req, handler, cancelled: false };
+        const q: Queued = { req, handler, cancelled: false, since: this.tick };
         this.queue.push(q);
         handler.onConnect((err) => {
           if (q.cancelled) return;
@@ -678,11 +726,24 @@ export class NativePool implements UpstreamClient {
   private readonly sweep = (): void => {
     this.tick++;
     for (const c of this.all) c.checkTimeout(this.tick, this.tickMs);
+    this.expireQueued();
     if (this.all.size === 0 && this.queue.length === 0 && this.sweepTimer !== null) {
       clearInterval(this.sweepTimer);
       this.sweepTimer = null;
     }
   };
+
+  /** Refuses requests that waited longer than queueTimeoutMs for a connection (oldest first). */
+  private expireQueued(): void {
+    while (this.queue.length > 0) {
+      const q = this.queue[0]!;
+      if (!q.cancelled && (this.tick - q.since - 1) * this.tickMs < this.queueTimeoutMs) return;
+      this.queue.shift();
+      if (q.cancelled) continue;
+      q.cancelled = true;
+      q.handler.onError(new UpstreamError('UND_ERR_POOL_FULL', `all ${this.maxConnections} upstream connections stayed busy for ${this.queueTimeoutMs} ms`));
+    }
+  }
 
   stats(): PoolSnapshot {
     let connected = 0;

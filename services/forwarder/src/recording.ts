@@ -1,7 +1,7 @@
 // The recorder side of the capture hook (main thread): completes raw captures (decode,
 // SSE reassembly) after the client has its response and hands them to the Recorder. Memory
 // is bounded: past the limit, captures are dropped, counted and logged, never queued forever.
-import { completeCapture, type RawCapture, type Recorder } from './capture.js';
+import { completeCapture, completeCaptureNow, type CapturedExchange, type RawCapture, type Recorder } from './capture.js';
 import type { ScalarMetric } from './metrics.js';
 import type { RelayLog } from './relay-log.js';
 
@@ -18,6 +18,9 @@ export class RecordingQueue {
   private failed = 0;
   private lastDropLog = 0;
   private idleWaiters: Array<() => void> = [];
+  /** Accepted, not yet started: completed together in one setImmediate. */
+  private waiting: RawCapture[] = [];
+  private scheduled = false;
 
   constructor(
     private readonly recorder: Recorder | undefined,
@@ -48,28 +51,58 @@ export class RecordingQueue {
     }
     this.pending++;
     this.pendingBytes += size;
-    // setImmediate: the SSE reassembly is synchronous CPU work; let pending I/O go first.
-    setImmediate(() => {
+    this.waiting.push(raw);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      // setImmediate: the SSE reassembly is synchronous CPU work; let pending I/O go first.
+      setImmediate(this.completeWaiting);
+    }
+  }
+
+  /** Completes everything accepted since the last run: synchronously unless a body needs decoding. */
+  private readonly completeWaiting = (): void => {
+    this.scheduled = false;
+    const batch = this.waiting;
+    this.waiting = [];
+    for (const raw of batch) {
+      let now: CapturedExchange | null = null;
+      try {
+        now = completeCaptureNow(raw);
+      } catch (e) {
+        this.failed++;
+        this.log('error', 'capture could not be completed', { err: e, exchangeId: raw.exchangeId });
+        this.settled(raw);
+        continue;
+      }
+      if (now !== null) {
+        this.deliver(now);
+        this.settled(raw);
+        continue;
+      }
       completeCapture(raw)
-        .then((exchange) => {
-          try {
-            recorder.record(exchange);
-            this.recorded++;
-          } catch (e) {
-            this.failed++;
-            this.log('error', 'recorder threw', { err: e, exchangeId: raw.exchangeId });
-          }
-        })
+        .then((exchange) => this.deliver(exchange))
         .catch((e: unknown) => {
           this.failed++;
           this.log('error', 'capture could not be completed', { err: e, exchangeId: raw.exchangeId });
         })
-        .finally(() => {
-          this.pending--;
-          this.pendingBytes -= size;
-          if (this.pending === 0) for (const w of this.idleWaiters.splice(0)) w();
-        });
-    });
+        .finally(() => this.settled(raw));
+    }
+  };
+
+  private deliver(exchange: CapturedExchange): void {
+    try {
+      this.recorder!.record(exchange);
+      this.recorded++;
+    } catch (e) {
+      this.failed++;
+      this.log('error', 'recorder threw', { err: e, exchangeId: exchange.exchangeId });
+    }
+  }
+
+  private settled(raw: RawCapture): void {
+    this.pending--;
+    this.pendingBytes -= raw.requestBody.byteLength + raw.responseBody.byteLength;
+    if (this.pending === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   /** Resolves when every accepted capture was recorded, or after `timeoutMs`. */

@@ -23,6 +23,8 @@ export interface RelayContext {
   readonly inFlight: Set<Exchange>;
   /** Whether exchanges build captures (a Recorder is configured). */
   readonly recording: boolean;
+  /** Admission: refuse new authenticated requests (503 record_spool_full) while true. */
+  readonly refusing: boolean;
   readonly log: RelayLog;
   /** A recorded exchange finished: queue its capture. */
   captured(ex: Exchange): void;

@@ -16,6 +16,8 @@ export interface RelayGroup {
   ready(): boolean;
   snapshot(): Promise<MetricsSnapshot>;
   scalarMetrics(): ScalarMetric[];
+  /** Admission for every thread; resolves once each one applies it (threads started later start with it). */
+  setRefusing(refusing: boolean): Promise<void>;
   stop(graceMs: number): Promise<void>;
 }
 
@@ -35,6 +37,9 @@ export async function startInProcess(opts: RelayThreadOptions, queue: RecordingQ
     ready: () => !stopping,
     snapshot: async () => relay.snapshot(),
     scalarMetrics: () => [],
+    setRefusing: async (refusing) => {
+      relay.refusing = refusing;
+    },
     stop(graceMs) {
       stopping = true;
       return relay.stop(graceMs);
@@ -94,6 +99,7 @@ class RelayWorker {
   stopped = false;
   private nextId = 0;
   private readonly waiters = new Map<number, (s: MetricsSnapshot) => void>();
+  private readonly refusingAcks = new Map<number, () => void>();
   private onStopped: (() => void) | null = null;
   private readonly exitedPromise: Promise<void>;
 
@@ -123,6 +129,11 @@ class RelayWorker {
         }
         case 'log':
           return log(m.level, m.msg, m.fields);
+        case 'refusing-set': {
+          const ack = this.refusingAcks.get(m.id);
+          this.refusingAcks.delete(m.id);
+          return ack?.();
+        }
         case 'stopped':
           this.stopped = true;
           return this.onStopped?.();
@@ -138,6 +149,8 @@ class RelayWorker {
         failed(new Error(`relay thread exited (code ${code}) before listening`));
         for (const w of this.waiters.values()) w(this.lastSnapshot);
         this.waiters.clear();
+        for (const ack of this.refusingAcks.values()) ack(); // a dead thread admits nothing
+        this.refusingAcks.clear();
         this.onStopped?.();
         onExit(this, code);
         resolve();
@@ -165,6 +178,16 @@ class RelayWorker {
     });
   }
 
+  /** Resolves when the thread applied it (or exited). */
+  setRefusing(refusing: boolean): Promise<void> {
+    if (this.exited) return Promise.resolve();
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      this.refusingAcks.set(id, resolve);
+      this.send({ type: 'refusing', id, refusing });
+    });
+  }
+
   async stop(graceMs: number): Promise<void> {
     if (this.exited) return;
     const stopped = new Promise<void>((resolve) => (this.onStopped = resolve));
@@ -187,6 +210,7 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
   let retired = emptySnapshot(); // counters of threads that died, so totals never go down
   let workers: RelayWorker[] = [];
   let opts: RelayThreadOptions = base;
+  let refusing = base.refusing;
 
   const onExit = (w: RelayWorker, code: number): void => {
     if (stopping || !workers.includes(w)) return;
@@ -198,7 +222,7 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
     }
     restarts++;
     log('error', 'relay thread exited unexpectedly; starting a new one', { code, restarts });
-    const replacement = new RelayWorker(opts, queue, log, onExit);
+    const replacement = new RelayWorker({ ...opts, refusing }, queue, log, onExit);
     workers = workers.map((x) => (x === w ? replacement : x));
     replacement.listening.catch((e: unknown) => log('error', 'replacement relay thread could not listen', { err: e }));
   };
@@ -226,6 +250,10 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
           { name: 'glitch_forwarder_threads', help: 'Relay threads running.', type: 'gauge', value: workers.filter((w) => !w.exited).length },
           { name: 'glitch_forwarder_thread_restarts_total', help: 'Relay threads replaced after exiting unexpectedly.', type: 'counter', value: restarts },
         ],
+        async setRefusing(value) {
+          refusing = value;
+          await Promise.all(workers.map((w) => w.setRefusing(value)));
+        },
         async stop(graceMs) {
           stopping = true;
           await Promise.all(workers.map((w) => w.stop(graceMs)));

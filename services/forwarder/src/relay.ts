@@ -14,6 +14,14 @@ import { createUpstreamClient, type UpstreamClient, type UpstreamClientKind } fr
 
 /** Everything a relay thread needs; plain data so it can be a worker's workerData. */
 export interface RelayThreadOptions extends RelaySettings {
+  /** Admission state at start (see RelayThread.refusing). */
+  refusing: boolean;
+  /** Idle pooled upstream connections are closed after this long. */
+  upstreamKeepAliveMs: number;
+  /** Longest wait for an upstream connection when all are busy (then 503). */
+  upstreamQueueTimeoutMs: number;
+  /** PEM CA certificates for an https upstream (default: Node's). */
+  upstreamCa?: string;
   host: string;
   port: number;
   /** Refuse a port someone else holds; off when threads share the port via SO_REUSEPORT. */
@@ -29,8 +37,11 @@ export interface RelayThreadOptions extends RelaySettings {
 }
 
 export interface RelaySinks {
-  /** Completed captures, batched; the thread is done with their buffers. */
-  captures(batch: RawCapture[]): void;
+  /**
+   * Completed captures, batched; the thread is done with their buffers. `transfer` lists the
+   * ArrayBuffers only these captures use (a worker moves them instead of copying).
+   */
+  captures(batch: RawCapture[], transfer: ArrayBuffer[]): void;
   log: RelayLog;
 }
 
@@ -46,6 +57,12 @@ export class RelayThread implements RelayContext {
   readonly inFlight = new Set<Exchange>();
   readonly recording: boolean;
   readonly log: RelayLog;
+  /**
+   * Admission: while true every new authenticated request is answered 503
+   * `record_spool_full` without going upstream (the record spool is full and the policy is to
+   * refuse). Set from the main thread.
+   */
+  refusing: boolean;
   port = 0;
 
   private readonly app: TemplatedApp;
@@ -67,6 +84,7 @@ export class RelayThread implements RelayContext {
     };
     this.keys = staticKeyStore(options.keys);
     this.recording = options.recording;
+    this.refusing = options.refusing;
     this.log = sinks.log;
     const upstream = new URL(options.upstreamUrl);
     this.basePath = upstream.pathname.replace(/\/+$/, '');
@@ -76,6 +94,9 @@ export class RelayThread implements RelayContext {
       headersTimeout: options.firstByteTimeoutMs,
       bodyTimeout: options.idleTimeoutMs,
       maxHeaderSize: Math.max(16 * 1024, options.headerLimitBytes),
+      keepAliveMs: options.upstreamKeepAliveMs,
+      queueTimeoutMs: options.upstreamQueueTimeoutMs,
+      ...(options.upstreamCa !== undefined ? { ca: options.upstreamCa } : {}),
     });
     this.app = uWS.App().any('/*', this.onRequest);
   }
@@ -161,15 +182,18 @@ export class RelayThread implements RelayContext {
     const batch = this.pendingCaptures;
     this.pendingCaptures = [];
     const captures: RawCapture[] = [];
+    const transfer: ArrayBuffer[] = [];
     for (const ex of batch) {
+      const mark = transfer.length;
       try {
-        captures.push(ex.toCapture());
+        captures.push(ex.toCapture(transfer));
       } catch (e) {
+        transfer.length = mark;
         this.log('error', 'could not build capture', { err: e });
       }
     }
     try {
-      this.sinks.captures(captures);
+      this.sinks.captures(captures, transfer);
     } catch (e) {
       this.log('error', 'capture sink failed', { err: e });
     }

@@ -26,13 +26,21 @@ export interface UpstreamHandler {
   onConnect(abort: (err?: Error) => void): void;
   /** Return false to pause the body until `resume` is called. */
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean;
-  /** Return false to pause. */
+  /**
+   * Return false to pause. `chunk` may be a view into a reused read buffer: it is valid only
+   * during this call, so whatever the handler keeps it must copy.
+   */
   onData(chunk: Buffer): boolean;
   onComplete(trailers: string[] | null): void;
   onError(err: Error): void;
 }
 
 export interface UpstreamClient {
+  /**
+   * True when the request body is no longer read once the handler got onComplete or onError
+   * (written, or the connection destroyed), so the relay may reuse its buffer.
+   */
+  readonly bodyDoneAtSettle: boolean;
   dispatch(req: UpstreamRequest, handler: UpstreamHandler): void;
   stats(): PoolSnapshot;
   destroy(): Promise<void>;
@@ -47,9 +55,17 @@ export interface UpstreamClientOptions {
   headersTimeout: number;
   bodyTimeout: number;
   maxHeaderSize: number;
+  /** Idle pooled connections are closed after this long (native client; default 4 s). */
+  keepAliveMs?: number;
+  /** Longest wait for a free connection when all are busy (native client; default 2 s). */
+  queueTimeoutMs?: number;
+  /** PEM certificates trusted for an https upstream instead of Node's default CAs. */
+  ca?: string;
 }
 
 class UndiciClient implements UpstreamClient {
+  /** Not promised by undici's API: bodies are never reused with it. */
+  readonly bodyDoneAtSettle = false;
   private readonly pool: Pool;
   constructor(o: UpstreamClientOptions) {
     this.pool = new Pool(o.origin, {
@@ -59,6 +75,8 @@ class UndiciClient implements UpstreamClient {
       bodyTimeout: o.bodyTimeout,
       connectTimeout: 10_000,
       maxHeaderSize: o.maxHeaderSize,
+      ...(o.ca !== undefined ? { connect: { ca: o.ca } } : {}),
+      ...(o.keepAliveMs !== undefined ? { keepAliveTimeout: o.keepAliveMs, keepAliveMaxTimeout: o.keepAliveMs } : {}),
     });
   }
 

@@ -3,7 +3,11 @@ import type { RawCapture } from './capture.js';
 import type { MetricsSnapshot } from './metrics.js';
 import type { LogLevel } from './relay-log.js';
 
-export type ToWorker = { type: 'metrics'; id: number } | { type: 'stop'; graceMs: number };
+export type ToWorker =
+  | { type: 'metrics'; id: number }
+  | { type: 'stop'; graceMs: number }
+  /** Admission state; the worker answers `refusing-set` with the same id once applied. */
+  | { type: 'refusing'; id: number; refusing: boolean };
 
 export type FromWorker =
   | { type: 'listening'; port: number }
@@ -12,19 +16,5 @@ export type FromWorker =
   | { type: 'captures'; batch: RawCapture[] }
   | { type: 'metrics'; id: number; snapshot: MetricsSnapshot }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> }
+  | { type: 'refusing-set'; id: number }
   | { type: 'stopped' };
-
-/**
- * ArrayBuffers that may be transferred: only those a body fully owns. Shared ones (Node's
- * small-Buffer pool, the empty body) are copied by postMessage instead.
- */
-export function transferList(batch: readonly RawCapture[]): ArrayBuffer[] {
-  const out = new Set<ArrayBuffer>();
-  for (const c of batch) {
-    for (const b of [c.requestBody, c.responseBody]) {
-      const ab = b.buffer;
-      if (b.byteLength > 0 && b.byteOffset === 0 && ab.byteLength === b.byteLength && ab instanceof ArrayBuffer) out.add(ab);
-    }
-  }
-  return [...out];
-}

@@ -3,7 +3,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { RelayThread, type RelayThreadOptions } from './relay.js';
 import type { RelayLog } from './relay-log.js';
-import { transferList, type FromWorker, type ToWorker } from './worker-protocol.js';
+import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 const port = parentPort;
 if (port === null) throw new Error('worker.ts must run in a worker thread');
@@ -26,15 +26,18 @@ process.on('uncaughtException', (err) => log('error', 'uncaught exception in rel
 process.on('unhandledRejection', (err) => log('error', 'unhandled rejection in relay thread', { err }));
 
 const relay = new RelayThread(workerData as RelayThreadOptions, {
-  captures(batch) {
-    post({ type: 'captures', batch }, transferList(batch));
+  captures(batch, transfer) {
+    post({ type: 'captures', batch }, transfer);
   },
   log,
 });
 
 port.on('message', (m: ToWorker) => {
   if (m.type === 'metrics') post({ type: 'metrics', id: m.id, snapshot: relay.snapshot() });
-  else if (m.type === 'stop') {
+  else if (m.type === 'refusing') {
+    relay.refusing = m.refusing;
+    post({ type: 'refusing-set', id: m.id });
+  } else if (m.type === 'stop') {
     void relay.stop(m.graceMs).then(() => {
       post({ type: 'stopped' });
       port.close(); // nothing else keeps the thread alive: it exits

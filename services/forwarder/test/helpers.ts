@@ -17,6 +17,9 @@ export interface TestUpstream {
   url: string;
   port: number;
   seen: SeenRequest[];
+  /** TCP connections currently open to this upstream, and opened in total. */
+  openConnections(): number;
+  totalConnections(): number;
   handle(h: UpstreamHandler): void;
   close(): Promise<void>;
 }
@@ -38,12 +41,21 @@ export async function startUpstream(): Promise<TestUpstream> {
       handler(req, res, body);
     });
   });
+  let open = 0;
+  let total = 0;
+  server.on('connection', (socket) => {
+    open++;
+    total++;
+    socket.once('close', () => open--);
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   return {
     url: `http://127.0.0.1:${port}`,
     port,
     seen,
+    openConnections: () => open,
+    totalConnections: () => total,
     handle(h) {
       handler = h;
     },

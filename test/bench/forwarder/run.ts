@@ -5,7 +5,10 @@
 //   - SSE: time to first event and per-event lag (added vs direct),
 //   - proxy CPU per 1,000 requests (the fair number on a box where wrk competes for CPU),
 //   - RSS with 1,000 open streams and after 10,000 aborted ones (proxies only).
-// Like with like: 1 Glitch thread vs 1 nginx worker, then all cores vs all cores.
+// Like with like: 1 Glitch thread vs 1 nginx worker, then all cores vs all cores. Glitch runs
+// compiled (services/forwarder/dist, what `npm start` runs), with its default settings; the
+// `+ recorder` rows add a Recorder that only counts, so they include the cost of capturing
+// every exchange (copies, hand-over, SSE/usage completion), which nginx does not do.
 // Prints a table and writes JSON to test/bench/results/ (gitignored).
 //
 // Flags: --duration=SECONDS (throughput run, default 10), --only=direct,nginx,glitch
@@ -219,13 +222,20 @@ http {
 }
 
 const key = testKey('tenant-bench', 'bench');
-const GLITCH_UPSTREAM_CONNECTIONS = 4096;
+/** GLITCH_UPSTREAM_CONNECTIONS default (packages/config): far above the 1,000 streams held open here. */
+const GLITCH_UPSTREAM_CONNECTIONS = 8192;
 
-async function startGlitch(upstreamUrl: string, threads: number): Promise<Target & { child: ChildForwarder }> {
-  // Upstream connections uncapped like nginx's (its `keepalive` only caches idle ones): Glitch's
-  // default pool (256, split across threads) would queue streams beyond 256.
-  const child = await startChild({ upstreamUrl, keys: [key], threads, env: { GLITCH_LOG_LEVEL: 'error', GLITCH_UPSTREAM_CONNECTIONS: String(GLITCH_UPSTREAM_CONNECTIONS) } });
-  return { name: `glitch ${threads} thread${threads > 1 ? 's' : ''}`, kind: 'glitch', parallelism: threads, url: child.url, pid: child.pid, child, stop: () => child.stop() };
+async function startGlitch(upstreamUrl: string, threads: number, recorder: boolean): Promise<Target & { child: ChildForwarder }> {
+  const child = await startChild({
+    upstreamUrl,
+    keys: [key],
+    threads,
+    built: true,
+    ...(recorder ? { entry: join(here, 'glitch-recording.mjs') } : {}),
+    env: { GLITCH_LOG_LEVEL: 'error' },
+  });
+  const name = `glitch ${threads} thread${threads > 1 ? 's' : ''}${recorder ? ' + recorder' : ''}`;
+  return { name, kind: 'glitch', parallelism: threads, url: child.url, pid: child.pid, child, stop: () => child.stop() };
 }
 
 // ---- measurements ----------------------------------------------------------------------
@@ -454,15 +464,17 @@ async function main(): Promise<void> {
   const upstream = await startUpstream();
   console.log(`[bench] ${NCPU} cores (${cpus()[0]?.model ?? '?'}), node ${process.version}, ${nginxVersion}, ${wrkVersion}`);
   console.log(`[bench] upstream ${upstream.url} (uWS, own process); body ${bodyBytes} B; throughput runs ${DURATION_S}s × 64 connections, latency runs 5s × 1 connection`);
-  console.log(`[bench] SSE: ${SSE_STREAMS} sequential streams × ${SSE_EVENTS} events ${SSE_GAP_MS} ms apart; Glitch runs with GLITCH_UPSTREAM_CONNECTIONS=${GLITCH_UPSTREAM_CONNECTIONS} (nginx has no upstream cap)`);
+  console.log(`[bench] SSE: ${SSE_STREAMS} sequential streams × ${SSE_EVENTS} events ${SSE_GAP_MS} ms apart; Glitch runs compiled with default settings (GLITCH_UPSTREAM_CONNECTIONS=${GLITCH_UPSTREAM_CONNECTIONS}; nginx has no upstream cap)`);
   console.log('[bench] note: wrk, the upstream and the proxy share these cores, so absolute throughput is a floor; compare rows, and proxy CPU per 1k requests. p99 at concurrency 1 is dominated by scheduler noise (see direct).');
 
   const plan: Array<() => Promise<Target>> = [
     async () => ({ name: 'direct', kind: 'direct', parallelism: 0, url: upstream.url, pid: null, stop: async () => undefined }),
     () => startNginx(upstream.url, 1),
-    () => startGlitch(upstream.url, 1),
+    () => startGlitch(upstream.url, 1, false),
+    () => startGlitch(upstream.url, 1, true),
     () => startNginx(upstream.url, 'auto'),
-    () => startGlitch(upstream.url, NCPU),
+    () => startGlitch(upstream.url, NCPU, false),
+    () => startGlitch(upstream.url, NCPU, true),
   ];
   const results: TargetResult[] = [];
   let direct: TargetResult | null = null;
