@@ -1,6 +1,6 @@
 // node:test reporter that keeps {passed, failed} in $GLITCH_TEST_COUNTS_FILE for
-// test/run.ts's closing line. Written synchronously on every result because
-// --test-force-exit can end the process before a reporter stream is flushed.
+// test/run.ts's closing line. Written synchronously on every result, so a runner that is
+// killed still leaves the count of what it reported.
 // Suites are not counted (their tests are); a failing hook or file counts as a failure.
 import { writeFileSync } from 'node:fs';
 

@@ -14,7 +14,7 @@
 // - the spool is replayed in order once the window in flight has settled; new records join
 //   the spool's tail meanwhile, and direct publishing resumes only when it is empty.
 import type { Bus, PublishOutcome } from '@glitch/bus';
-import type { CapturedExchange, Recorder } from '@glitch/forwarder';
+import type { AdmissionSignal, CapturedExchange, Recorder, ScalarMetric } from '@glitch/forwarder';
 import type { Logger } from '@glitch/log';
 import { TOPICS } from '@glitch/records';
 import type { DiskSpool } from '@glitch/spool';
@@ -169,6 +169,42 @@ export class RecordPublisher implements Recorder {
   /** True when the spool is full under the `refuse` policy: the forwarder should shed load. */
   get refusing(): boolean {
     return this.opts.spool.refusing;
+  }
+
+  /** The forwarder refuses new requests (503) while the spool is full under the `refuse` policy. */
+  get admission(): AdmissionSignal {
+    const spool = this.opts.spool;
+    return { isRefusing: () => spool.refusing, onChange: (cb) => spool.onRefusingChange(cb) };
+  }
+
+  /** Counters for the forwarder's admin /metrics. */
+  metrics(): ScalarMetric[] {
+    const s = this.stats;
+    const p = 'glitch_recorder_';
+    const out: ScalarMetric[] = [
+      { name: `${p}records_captured_total`, help: 'Exchanges the recorder received.', type: 'counter', value: s.captured },
+      { name: `${p}records_published_total`, help: 'Records published to the bus straight from memory.', type: 'counter', value: s.published },
+      { name: `${p}records_spooled_total`, help: 'Records appended to the disk spool (bus down or memory over budget).', type: 'counter', value: s.spooled },
+      { name: `${p}records_replayed_total`, help: 'Records published from the spool (or a held window) after the bus returned.', type: 'counter', value: s.replayed },
+    ];
+    const reasons = Object.entries(s.dropped);
+    if (reasons.length === 0) reasons.push(['none', 0]);
+    for (const [reason, value] of reasons) {
+      out.push({ name: `${p}records_dropped_total`, help: 'Records lost, by reason (each is also logged).', type: 'counter', value, labels: { reason } });
+    }
+    out.push(
+      { name: `${p}queued_records`, help: 'Records in memory waiting for the bus.', type: 'gauge', value: s.queued },
+      { name: `${p}queued_bytes`, help: 'Bytes of records in memory waiting for the bus.', type: 'gauge', value: s.queuedBytes },
+      { name: `${p}spooling`, help: '1 while new records go to the disk spool instead of the bus.', type: 'gauge', value: s.mode === 'spooling' ? 1 : 0 },
+      { name: `${p}bus_refusals_total`, help: 'Publish attempts the bus refused (Kafka unreachable or failing).', type: 'counter', value: s.busRefusals },
+      { name: `${p}spool_bytes`, help: 'Bytes in the disk spool (on disk and waiting to be flushed).', type: 'gauge', value: s.spool.bytes },
+      { name: `${p}spool_entries`, help: 'Records in the disk spool.', type: 'gauge', value: s.spool.entries },
+      { name: `${p}spool_full`, help: '1 while the disk spool is full (records are dropped or requests refused, per policy).', type: 'gauge', value: s.spool.full ? 1 : 0 },
+      { name: `${p}spool_dropped_oldest_total`, help: 'Spooled records dropped to make room (policy drop-oldest).', type: 'counter', value: s.spool.droppedOldest },
+      { name: `${p}spool_refused_total`, help: 'Records the full spool refused.', type: 'counter', value: s.spool.refused },
+      { name: `${p}spool_torn_skipped_total`, help: 'Torn or corrupt spool entries (a crash mid-write) skipped at start.', type: 'counter', value: s.spool.tornSkipped },
+    );
+    return out;
   }
 
   /** Resolves when nothing waits in the memory queue or in flight (published, spooled or held as head). */

@@ -46,6 +46,8 @@ export type ReplayOutcome = 'ok' | 'retry';
 const HEADER = FRAME_HEADER_BYTES;
 const SEGMENT_RE = /^(\d{12})\.seg$/;
 const CURSOR = 'cursor';
+const REFUSE_AT = 0.9;
+const RESUME_BELOW = 0.75;
 
 interface Segment {
   seq: number;
@@ -65,9 +67,11 @@ export class DiskSpool {
   private closed = false;
   private cursor = 0; // byte offset of the next unreplayed entry in segments[0]
   private wasFull = false;
-  // Set when an append was refused; cleared once replay brings usage under 90 %, so the
-  // forwarder does not flap between refusing and accepting at the boundary.
+  // Under the `refuse` policy: set once usage reaches REFUSE_AT of maxBytes (so exchanges
+  // already in flight still find room for their records) or an append was refused; cleared
+  // once replay brings usage under RESUME_BELOW, so the forwarder does not flap at the edge.
   private refuseLatched = false;
+  private readonly refusingListeners = new Set<(refusing: boolean) => void>();
   private readonly counters = { appended: 0, replayed: 0, droppedOldest: 0, refused: 0, tornSkipped: 0 };
 
   constructor(options: SpoolOptions) {
@@ -88,6 +92,8 @@ export class DiskSpool {
       const [seq, offset] = readFileSync(cursorPath, 'utf8').trim().split(':').map(Number);
       if (seq === this.segments[0]?.seq && offset !== undefined && Number.isFinite(offset)) this.cursor = offset;
     }
+    // Reopened nearly full (Kafka still down at the last stop): refuse until replay makes room.
+    if (this.opts.whenFull === 'refuse' && this.diskBytes() >= this.opts.maxBytes * REFUSE_AT) this.refuseLatched = true;
   }
 
   get stats(): SpoolStats {
@@ -109,6 +115,18 @@ export class DiskSpool {
     return this.refuseLatched;
   }
 
+  /** Told on every change of {@link refusing}; returns the unsubscribe function. */
+  onRefusingChange(listener: (refusing: boolean) => void): () => void {
+    this.refusingListeners.add(listener);
+    return () => this.refusingListeners.delete(listener);
+  }
+
+  private setRefusing(value: boolean): void {
+    if (this.refuseLatched === value) return;
+    this.refuseLatched = value;
+    for (const listener of this.refusingListeners) listener(value);
+  }
+
   append(payload: Uint8Array): AppendOutcome {
     if (this.closed) return { ok: false, reason: 'closed' };
     const size = HEADER + payload.byteLength;
@@ -116,7 +134,7 @@ export class DiskSpool {
     while (this.diskBytes() + this.pendingBytes + size > this.opts.maxBytes) {
       if (this.opts.whenFull === 'refuse') {
         this.counters.refused++;
-        this.refuseLatched = true;
+        this.setRefusing(true);
         this.signalFull(0);
         return { ok: false, reason: 'spool_full' };
       }
@@ -132,6 +150,7 @@ export class DiskSpool {
     this.pendingBytes += size;
     this.pendingEntries++;
     this.counters.appended++;
+    if (this.opts.whenFull === 'refuse' && this.diskBytes() + this.pendingBytes >= this.opts.maxBytes * REFUSE_AT) this.setRefusing(true);
     if (this.pendingBytes >= this.opts.flushBytes) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), this.opts.flushIntervalMs);
     return { ok: true };
@@ -223,7 +242,7 @@ export class DiskSpool {
           acked += delivered;
           this.counters.replayed += delivered;
           this.saveCursor(seg);
-          if (this.refuseLatched && this.diskBytes() + this.pendingBytes < this.opts.maxBytes * 0.9) this.refuseLatched = false;
+          if (this.refuseLatched && this.diskBytes() + this.pendingBytes < this.opts.maxBytes * RESUME_BELOW) this.setRefusing(false);
         }
         if (delivered < batch.length) {
           this.saveCursor(seg);
@@ -237,7 +256,7 @@ export class DiskSpool {
       this.flush(); // anything appended meanwhile becomes a segment we will reach
     }
     this.wasFull = false;
-    this.refuseLatched = false;
+    this.setRefusing(false);
     return acked;
   }
 

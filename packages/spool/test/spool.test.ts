@@ -106,6 +106,36 @@ test('drop-oldest: a full spool drops whole oldest segments, counts them and say
   s.close();
 });
 
+test('refuse: refusing starts at 90 % (room left for exchanges in flight), is told to listeners, survives reopen, and ends under 75 % after replay', async () => {
+  const d = dir();
+  const changes: boolean[] = [];
+  const a = new DiskSpool({ dir: d, maxBytes: 10_000, whenFull: 'refuse', segmentBytes: 2_000 });
+  const off = a.onRefusingChange((r) => changes.push(r));
+  let i = 0;
+  while (!a.refusing) assert.equal(a.append(entry(i++)).ok, true, 'appends succeed until refusing starts');
+  assert.ok(a.stats.bytes >= 9_000 && a.stats.bytes < 10_000, `refusing from 90 % (at ${a.stats.bytes} bytes)`);
+  assert.deepEqual(changes, [true]);
+  assert.equal(a.append(entry(i++)).ok, true, 'the headroom still takes records of exchanges in flight');
+  assert.equal(a.stats.refused, 0);
+  a.close();
+  off();
+
+  const b = new DiskSpool({ dir: d, maxBytes: 10_000, whenFull: 'refuse', segmentBytes: 2_000 });
+  assert.equal(b.refusing, true, 'a spool reopened nearly full refuses from the start');
+  b.onRefusingChange((r) => changes.push(r));
+  let seen = 0;
+  let bytesWhenResumed = -1;
+  await b.replay(async () => {
+    seen++;
+    if (!b.refusing && bytesWhenResumed < 0) bytesWhenResumed = b.stats.bytes;
+    return 'ok';
+  });
+  assert.equal(seen, i);
+  assert.deepEqual(changes, [true, false], 'told once when refusing ended');
+  assert.ok(bytesWhenResumed < 7_500, `resumed under 75 % (at ${bytesWhenResumed} bytes)`);
+  b.close();
+});
+
 test('refuse: a full spool refuses new entries and reports refusing for the hot path', () => {
   const d = dir();
   let told = 0;

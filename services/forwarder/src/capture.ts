@@ -1,6 +1,8 @@
 // What the relay hands to a Recorder for every authenticated exchange, and the off-hot-path
 // step that completes a raw capture: decode the response's content-encoding and, for SSE,
 // reassemble the message and its usage.
+import type { AdmissionSignal } from './forwarder.js';
+import type { ScalarMetric } from './metrics.js';
 import { MessageAssembler, SseParser, normalizeUsage, type GlitchError, type TokenUsage } from '@glitch/protocol';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
@@ -78,6 +80,14 @@ export interface CapturedExchange extends RawCapture {
 /** Receives every completed exchange. Lives in the main thread; must not throw. */
 export interface Recorder {
   record(exchange: CapturedExchange): void;
+  /**
+   * When the recorder can no longer keep records (its spool is full under a `refuse`
+   * policy), the forwarder turns new requests away with 503 rather than lose their records.
+   * Used unless ForwarderOptions.admission is given.
+   */
+  readonly admission?: AdmissionSignal;
+  /** The recorder's own counters, served with the forwarder's on the admin port. */
+  metrics?(): readonly ScalarMetric[];
 }
 
 const MAX_DECODED_BYTES = 512 * 1024 * 1024;

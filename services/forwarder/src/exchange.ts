@@ -283,10 +283,11 @@ export class Exchange implements UpstreamHandler {
       const identity = ctx.keys.lookup(key);
       if (identity === null) return this.reject('auth_invalid', hasBody);
       this.identity = identity;
+      // The record spool is full and the policy is to refuse: nothing new goes upstream, and
+      // the refusal is counted in metrics, not recorded (its record would only fill the spool).
+      if (ctx.refusing) return this.reject('record_spool_full', hasBody);
       this.recording = ctx.recording;
       if (this.recording) this.id = uuidv7(this.receivedAt);
-      // The record spool is full and the policy is to refuse: nothing new goes upstream.
-      if (ctx.refusing) return this.reject('record_spool_full', hasBody);
     }
     if (contentLength > ctx.opts.bodyLimitBytes) return this.reject('body_too_large', true);
 

@@ -67,7 +67,7 @@ export interface ForwarderOptions {
   upstreamQueueTimeoutMs?: number;
   /** PEM CA certificate(s) trusted for an https upstream instead of Node's defaults (a TLS-intercepting egress proxy, tests). */
   upstreamCa?: string;
-  /** Admission hook for the record spool's `refuse` policy; see also RunningForwarder.setRefusing. */
+  /** Admission hook for the record spool's `refuse` policy (default: the recorder's); see also RunningForwarder.setRefusing. */
   admission?: AdmissionSignal;
 }
 
@@ -152,7 +152,8 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
   const keys = validateKeys(opts.keys);
   const log = opts.logger ? logTo(opts.logger) : noLog;
   const queue = new RecordingQueue(opts.recorder, log);
-  let refusing = opts.admission?.isRefusing() === true;
+  const admission = opts.admission ?? opts.recorder?.admission;
+  let refusing = admission?.isRefusing() === true;
   const relayOpts: RelayThreadOptions = {
     refusing,
     upstreamKeepAliveMs: o.upstreamKeepAliveMs,
@@ -188,7 +189,8 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
       o.adminPort,
       {
         ready: () => stopping === null && group.ready(),
-        metrics: async () => renderPrometheus(await group.snapshot(), [...group.scalarMetrics(), ...queue.metrics(), admissionMetric()]),
+        metrics: async () =>
+          renderPrometheus(await group.snapshot(), [...group.scalarMetrics(), ...queue.metrics(), admissionMetric(), ...(opts.recorder?.metrics?.() ?? [])]),
       },
       log,
     );
@@ -215,8 +217,8 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     return applied;
   };
   let unsubscribe: (() => void) | null = null;
-  if (opts.admission) {
-    const signal = opts.admission;
+  if (admission) {
+    const signal = admission;
     const off = signal.onChange((value) => void setRefusing(value === true));
     if (typeof off === 'function') unsubscribe = off;
     // A change between the first read and the subscription must not be lost.

@@ -6,3 +6,4 @@ export type { CapturedExchange, ExchangeTimings, HeaderPair, RawCapture, Recorde
 export { completeCapture, decodeBody, reassembleSse } from './capture.js';
 export { startForwarder } from './forwarder.js';
 export type { AdmissionSignal, ForwarderOptions, RunningForwarder } from './forwarder.js';
+export type { ScalarMetric } from './metrics.js';

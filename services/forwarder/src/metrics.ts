@@ -149,11 +149,13 @@ export function mergeSnapshots(list: readonly MetricsSnapshot[]): MetricsSnapsho
 }
 
 /** A single-valued metric owned by the main thread (recorder queue, threads, …). */
+/** One sample; samples sharing a name (different labels) are rendered under one HELP/TYPE. */
 export interface ScalarMetric {
   name: string;
   help: string;
   type: 'counter' | 'gauge';
   value: number;
+  labels?: Readonly<Record<string, string>>;
 }
 
 function esc(v: string): string {
@@ -195,6 +197,12 @@ export function renderPrometheus(s: MetricsSnapshot, extra: readonly ScalarMetri
   lines.push(`${p}upstream_connections{state="connected"} ${s.pool.connected}`, `${p}upstream_connections{state="free"} ${s.pool.free}`);
   lines.push(`# HELP ${p}upstream_requests Upstream requests by state.`, `# TYPE ${p}upstream_requests gauge`);
   lines.push(`${p}upstream_requests{state="pending"} ${s.pool.pending}`, `${p}upstream_requests{state="running"} ${s.pool.running}`);
-  for (const m of extra) lines.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`, `${m.name} ${num(m.value)}`);
+  let previous: string | undefined;
+  for (const m of extra) {
+    if (m.name !== previous) lines.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`);
+    previous = m.name;
+    const labels = m.labels ? Object.entries(m.labels).map(([k, v]) => `${k}="${esc(v)}"`) : [];
+    lines.push(`${m.name}${labels.length ? `{${labels.join(',')}}` : ''} ${num(m.value)}`);
+  }
   return lines.join('\n') + '\n';
 }

@@ -63,7 +63,8 @@ describe('admission: refuse while the record spool is full', () => {
   after(() => up.close());
 
   it('setRefusing(true): authenticated requests get 503 overloaded_error without reaching upstream; false admits again', async () => {
-    const fwd = await startForwarder({ port: 0, adminPort: 0, upstreamUrl: up.url, keys: [KEY], recorder: { record() {} } });
+    const recorded: string[] = [];
+    const fwd = await startForwarder({ port: 0, adminPort: 0, upstreamUrl: up.url, keys: [KEY], recorder: { record: (e) => recorded.push(e.path) } });
     try {
       assert.equal(fwd.isRefusing(), false);
       await fwd.setRefusing(true);
@@ -80,6 +81,8 @@ describe('admission: refuse while the record spool is full', () => {
         assert.equal(r.headers['request-id'], e.request_id);
       }
       assert.equal(up.seen.length, before, 'nothing went upstream while refusing');
+      await sleep(100);
+      assert.deepEqual(recorded, [], 'refusals are counted in metrics, not recorded: their records would only fill the full spool');
       // Auth still comes first, and Claude Code's credential-less preconnect is still relayed.
       assert.equal((await send(`${fwd.url}/v1/messages`, { body: '{}' })).status, 401);
       assert.equal((await send(`${fwd.url}/api/hello`, { method: 'HEAD' })).status, 200);
@@ -90,6 +93,7 @@ describe('admission: refuse while the record spool is full', () => {
       await fwd.setRefusing(false);
       const ok = await send(`${fwd.url}/v1/messages`, { headers: GLITCH, body: '{}' });
       assert.equal(ok.status, 200);
+      await eventually(() => recorded.length === 1, 2_000, 'the admitted exchange recorded');
       assert.match((await send(`${fwd.adminUrl}/metrics`)).body.toString(), /glitch_forwarder_admission_refusing 0\n/);
     } finally {
       await fwd.stop(500);
