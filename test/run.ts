@@ -106,7 +106,10 @@ function runNodeTests(files: string[], concurrency: number, env: Record<string, 
     ...files,
   ];
   return new Promise((resolvePromise) => {
-    const child = spawn(process.execPath, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env, GLITCH_TEST_COUNTS_FILE: countsFile } });
+    const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env, GLITCH_TEST_COUNTS_FILE: countsFile };
+    // This runner is the root even when started from inside a test (the fresh-clone test).
+    delete childEnv.NODE_TEST_CONTEXT;
+    const child = spawn(process.execPath, args, { cwd: root, stdio: 'inherit', env: childEnv });
     child.on('exit', (code, signal) => resolvePromise(code ?? (signal ? 1 : 0)));
   });
 }

@@ -24,7 +24,8 @@ test('git clone → npm test bootstraps and runs on a clean checkout', { timeout
     const env = { ...process.env };
     // The clone must not lean on this checkout's harness components or install.
     // Nor on the outer `npm test`'s npm_* variables: a fresh shell has none.
-    for (const k of Object.keys(env)) if (k.startsWith('GLITCH_TEST_') || /^npm_/i.test(k)) delete env[k];
+    // Nor NODE_TEST_CONTEXT, which would make the clone's test runner act as this runner's child.
+    for (const k of Object.keys(env)) if (k.startsWith('GLITCH_TEST_') || /^npm_/i.test(k) || k === 'NODE_TEST_CONTEXT') delete env[k];
     const run = spawnSync('npm', ['test', '--', 'packages/records/test/records.test.ts'], {
       cwd: checkout,
       env,

@@ -50,7 +50,7 @@ async function waitForOutput(s: Sensor, pattern: RegExp, timeoutMs: number): Pro
 async function stop(s: Sensor): Promise<void> {
   if (s.child.exitCode !== null && s.child.stdout!.closed) return;
   s.child.kill('SIGTERM'); // npm → scripts/glitch.mjs → the sensor, which drains
-  const code = await Promise.race([s.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000))]);
+  const code = await Promise.race([s.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000).unref())]);
   if (code === 'timeout') {
     process.kill(-s.child.pid!, 'SIGKILL');
     assert.fail(`npm start did not stop within 30 s of SIGTERM:\n${s.output()}`);

@@ -48,7 +48,7 @@ async function waitFor<T>(what: string, p: Proc[], check: () => T | undefined | 
 
 async function stopProc(p: Proc): Promise<number | null> {
   p.child.kill('SIGTERM');
-  const code = await Promise.race([p.closed, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000))]);
+  const code = await Promise.race([p.closed, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000).unref())]);
   if (code === 'timeout') {
     p.child.kill('SIGKILL');
     assert.fail(`${p.name} did not stop within 30 s of SIGTERM:\n${p.output()}`);

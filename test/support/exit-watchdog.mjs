@@ -11,8 +11,8 @@ const GRACE_MS = 5_000;
 if (process.env.NODE_TEST_CONTEXT === 'child-v8') {
   after(() => {
     setTimeout(() => {
-      const open = process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap' && r !== 'Timeout');
-      process.stderr.write(`[test] ${process.argv[1] ?? 'test file'}: still running ${GRACE_MS} ms after its tests ended (open: ${open.join(', ') || 'none'}); exiting\n`);
+      const open = process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap');
+      process.stderr.write(`[test] ${process.argv[1] ?? 'test file'}: still running ${GRACE_MS} ms after its tests ended (open handles, this watchdog's timer included: ${open.join(', ')}); exiting\n`);
       process.exit();
     }, GRACE_MS).unref();
   });

@@ -321,7 +321,10 @@ export function createKafkaBus(opts: KafkaBusOptions): Bus {
       maxBytesPerPartition: c.maxBytesPerPartition ?? 16 * 1024 * 1024,
       maxBytes: c.maxBytes ?? 32 * 1024 * 1024,
       allowAutoTopicCreation: false,
-      retry: { retries: 8, initialRetryTime: 300, maxRetryTime: 5_000 },
+      // A consumer that stops on a non-retriable error would leave the process up but idle:
+      // restart it every time (kafkajs waits out its retry back-off first); the CRASH event
+      // below logs each failure and keeps it in stats.
+      retry: { retries: 8, initialRetryTime: 300, maxRetryTime: 5_000, restartOnFailure: async () => true },
     });
     const core = new ConsumerCore(so, (t, k, v) => bus.publishRecord(t, k, v), logger);
     let generation = 0;

@@ -35,7 +35,12 @@ async function consume(bus: ReturnType<typeof createMemoryBus>, groupId: string,
       return out;
     },
   });
-  await Promise.race([finished, new Promise((_, reject) => setTimeout(() => reject(new Error(`got ${values.length}/${until}: ${values.join(',')}`)), 10_000))]);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([finished, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`got ${values.length}/${until}: ${values.join(',')}`)), 10_000)))]);
+  } finally {
+    clearTimeout(timer);
+  }
   await sub.stop();
   return { values, offsets };
 }
@@ -55,6 +60,7 @@ test('a crash loses nothing published: a new bus redelivers after the last commi
   const next = await b.publish('t', 'k', Buffer.from('m10'));
   assert.equal(next.kind === 'ok' && next.offset, '10', 'offsets continue after a restart');
   await b.close();
+  await a.close(); // the "dead" bus's timers, stopped only now so this file's process can exit
 });
 
 test('a torn tail (crash mid-write) is cut off and counted; earlier messages survive', async () => {
