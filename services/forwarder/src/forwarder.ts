@@ -33,8 +33,14 @@ export interface ForwarderOptions {
   adminHost?: string;
   adminPort?: number;
   upstreamUrl: string;
-  /** Relay threads. Default 1 (in the calling thread); 0 = one per core; > 1 = worker threads. */
+  /** Relay threads. Default 1; 0 = one per core. See relayInMainThread. */
   threads?: number;
+  /**
+   * Run a single relay thread in the calling thread instead of a worker thread. Default: only
+   * when there is no recorder. With a recorder the calling thread completes and publishes
+   * every exchange (decoding, JSON, compression, Kafka), work that must not delay relaying.
+   */
+  relayInMainThread?: boolean;
   /** Serializable so every worker builds its own KeyStore. */
   keys: StaticKey[];
   /** Receives every authenticated exchange, in the calling (main) thread. */
@@ -172,7 +178,8 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     firstByteTimeoutMs: o.firstByteTimeoutMs,
     idleTimeoutMs: o.idleTimeoutMs,
   };
-  const group: RelayGroup = o.threads === 1 ? await startInProcess(relayOpts, queue, log) : await startWorkerGroup(relayOpts, o.threads, queue, log);
+  const inMainThread = o.threads === 1 && (opts.relayInMainThread ?? !queue.enabled);
+  const group: RelayGroup = inMainThread ? await startInProcess(relayOpts, queue, log) : await startWorkerGroup(relayOpts, o.threads, queue, log);
 
   let stopping: Promise<void> | null = null;
   let refusedSince = refusing ? Date.now() : 0;

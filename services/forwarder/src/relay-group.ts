@@ -49,7 +49,8 @@ export async function startInProcess(opts: RelayThreadOptions, queue: RecordingQ
 
 // ---- worker threads -----------------------------------------------------------------------
 
-const METRICS_TIMEOUT_MS = 500;
+// Well under a Prometheus scrape timeout (10 s by default), long enough for a thread busy with a huge capture.
+const METRICS_TIMEOUT_MS = 2_000;
 const MAX_RESTARTS = 20;
 
 /**
@@ -167,8 +168,12 @@ class RelayWorker {
     const id = this.nextId++;
     return new Promise((resolve) => {
       const t = setTimeout(() => {
-        this.waiters.delete(id);
-        resolve(this.lastSnapshot); // a busy thread answers late: use what it last said
+        // If this (main) thread was the busy one, the answer may already be queued: timers run
+        // before messages in a loop turn, so look once more after them.
+        setImmediate(() => {
+          if (!this.waiters.delete(id)) return;
+          resolve(this.lastSnapshot); // a busy relay thread answers late: use what it last said
+        });
       }, METRICS_TIMEOUT_MS);
       this.waiters.set(id, (s) => {
         clearTimeout(t);
