@@ -60,7 +60,9 @@ export interface SensorChild {
 export async function startSensorChild(config: SensorChildConfig, readyTimeoutMs = 30_000): Promise<SensorChild> {
   const script = fileURLToPath(import.meta.url);
   let out = '';
-  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', script], {
+  // GLITCH_BENCH_CPU_PROF_DIR=/dir: a V8 CPU profile of the sensor, to see where its time goes.
+  const profile = process.env.GLITCH_BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GLITCH_BENCH_CPU_PROF_DIR}`] : [];
+  const child = spawn(process.execPath, [...profile, '--conditions=source', '--import', 'tsx', script], {
     cwd: repoRoot,
     env: { ...process.env, GLITCH_TEST_SENSOR: JSON.stringify(config) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],

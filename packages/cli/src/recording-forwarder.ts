@@ -3,11 +3,10 @@
 // unreachable. One composition, shared by `glitch up` and `glitch forwarder`.
 import type { Bus } from '@glitch/bus';
 import type { ForwarderConfig } from '@glitch/config';
-import { loadKeysFile, startForwarder, type RunningForwarder } from '@glitch/forwarder';
+import { forwarderOptionsFromConfig, loadKeysFile, startForwarder, type RunningForwarder } from '@glitch/forwarder';
 import type { Logger } from '@glitch/log';
 import { RecordPublisher } from '@glitch/recorder';
 import { DiskSpool } from '@glitch/spool';
-import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 
 export interface RecordingForwarder {
@@ -20,7 +19,6 @@ export interface RecordingForwarder {
 
 export async function startRecordingForwarder(config: ForwarderConfig, keysFile: string, bus: Bus, logger: Logger): Promise<RecordingForwarder> {
   const keys = loadKeysFile(keysFile);
-  const threads = config.GLITCH_FORWARDER_THREADS || availableParallelism();
   const spool = new DiskSpool({
     dir: join(resolve(config.GLITCH_DATA_DIR), 'spool'),
     maxBytes: config.GLITCH_SPOOL_MAX_BYTES,
@@ -28,28 +26,12 @@ export async function startRecordingForwarder(config: ForwarderConfig, keysFile:
     onFull: (info) => logger.error(info, 'record spool is full'),
   });
   const recorder = new RecordPublisher({ bus, spool, logger });
-  const forwarder = await startForwarder({
-    host: config.GLITCH_HOST,
-    port: config.GLITCH_PORT,
-    adminHost: config.GLITCH_ADMIN_HOST,
-    adminPort: config.GLITCH_ADMIN_PORT,
-    upstreamUrl: config.GLITCH_UPSTREAM_URL,
-    threads,
-    keys,
-    recorder,
-    bodyLimitBytes: config.GLITCH_BODY_LIMIT_BYTES,
-    headerLimitBytes: config.GLITCH_HEADER_LIMIT_BYTES,
-    firstByteTimeoutMs: config.GLITCH_FIRST_BYTE_TIMEOUT_MS,
-    idleTimeoutMs: config.GLITCH_IDLE_TIMEOUT_MS,
-    shutdownGraceMs: config.GLITCH_SHUTDOWN_GRACE_MS,
-    upstreamConnections: config.GLITCH_UPSTREAM_CONNECTIONS,
-    upstreamClient: config.GLITCH_UPSTREAM_CLIENT,
-    logger,
-  });
+  const options = forwarderOptionsFromConfig(config, keys);
+  const forwarder = await startForwarder({ ...options, recorder, logger });
   return {
     forwarder,
     recorder,
-    threads,
+    threads: options.threads,
     async stop() {
       await forwarder.stop();
       await recorder.close();

@@ -81,6 +81,8 @@ export const forwarderEnv = commonEnv.extend({
   GLITCH_UPSTREAM_CLIENT: z.enum(['native', 'undici']).default('native'),
   GLITCH_BODY_LIMIT_BYTES: positiveInt(32 * 1024 * 1024),
   GLITCH_HEADER_LIMIT_BYTES: positiveInt(64 * 1024),
+  // Response body bytes kept in each record; the rest is relayed, counted and flagged truncated.
+  GLITCH_RESPONSE_CAPTURE_LIMIT_BYTES: positiveInt(32 * 1024 * 1024),
   // Claude Code turns with extended thinking can take minutes before the first byte.
   GLITCH_FIRST_BYTE_TIMEOUT_MS: positiveInt(10 * 60_000),
   GLITCH_IDLE_TIMEOUT_MS: positiveInt(5 * 60_000),

@@ -79,7 +79,14 @@ export function buildExchangeRecord(x: CapturedExchange): ExchangeRecord {
     model: facts.model,
     stream: x.stream,
     request: { headers: headerMap(x.requestHeaders), body: bodyFromBytes(x.requestBody) },
-    response: { status: x.status, headers: headerMap(x.responseHeaders), body: responseBody, events },
+    response: {
+      status: x.status,
+      headers: headerMap(x.responseHeaders),
+      body: responseBody,
+      events,
+      bodyTruncated: x.responseBodyTruncated,
+      bodyWireBytes: x.responseBodyBytes,
+    },
     usage: x.usage,
     timings: {
       receivedAt: Math.round(x.timings.receivedAt),

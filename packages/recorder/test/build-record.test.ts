@@ -76,7 +76,38 @@ test('SSE: the reassembled message is the body, the raw event stream is kept byt
   assert.equal(r.route, '/v1/messages');
   assert.equal(r.query, 'beta=true');
   assert.equal(r.error, null);
+  assert.equal(r.response.bodyTruncated, false);
+  assert.equal(r.response.bodyWireBytes, stream.length);
   ExchangeRecord.parse(JSON.parse(JSON.stringify(r)));
+});
+
+test('a response cut at the capture limit: the record says so, with the full size; what was kept is reassembled', async () => {
+  const stream = sseStream();
+  const kept = stream.subarray(0, stream.indexOf('there')); // mid-event, inside the second text delta
+  const x = await capture({ responseBody: kept, responseBodyBytes: stream.length, responseBodyTruncated: true });
+  assert.ok(x.sse!.problems.includes(`response body truncated at ${kept.length} of ${stream.length} bytes`), x.sse!.problems.join('; '));
+  const r = buildExchangeRecord(x);
+  assert.equal(r.response.bodyTruncated, true);
+  assert.equal(r.response.bodyWireBytes, stream.length);
+  assert.deepEqual(bodyToBytes(r.response.events!), kept);
+  const message = JSON.parse(bodyToBytes(r.response.body).toString()) as { content: { text: string }[] };
+  assert.equal(message.content[0]?.text, 'Hi ');
+  assert.equal(r.usage?.inputTokens, 120);
+  assert.equal(r.error, null, 'a truncated capture is not an error of the exchange');
+
+  // Content-encoded: the wire size is upstream's (compressed) size; the kept part decodes as far as it goes.
+  const json = Buffer.from(JSON.stringify({ type: 'file', data: 'x'.repeat(200_000) + randomBytes(50_000).toString('hex') }));
+  const gz = gzipSync(json);
+  const cut = gz.subarray(0, Math.floor(gz.length / 2));
+  const g = buildExchangeRecord(
+    await capture({ responseHeaders: [['content-type', 'application/json'], ['content-encoding', 'gzip']], responseBody: cut, responseBodyBytes: gz.length, responseBodyTruncated: true }),
+  );
+  assert.equal(g.response.bodyTruncated, true);
+  assert.equal(g.response.bodyWireBytes, gz.length);
+  const decoded = bodyToBytes(g.response.body);
+  assert.ok(decoded.length > cut.length && json.subarray(0, decoded.length).equals(decoded), 'a prefix of the decoded body');
+  assert.equal(g.error, null);
+  assert.equal(g.usage, null);
 });
 
 test('a gzip-encoded SSE response is decoded for the record (the client got the gzip bytes)', async () => {

@@ -49,6 +49,7 @@ export function rawCapture(o: RawOverrides = {}): RawCapture {
     ...(sessionId === null ? [] : ([['x-claude-code-session-id', sessionId]] as HeaderPair[])),
     ['x-glitch-key', 'glitch_sk_test_0123456789abcdef'],
   ];
+  const responseBody = o.responseBody ?? sseStream();
   return {
     exchangeId: randomUUID(),
     tenantId: 'acme',
@@ -64,7 +65,9 @@ export function rawCapture(o: RawOverrides = {}): RawCapture {
       ['content-type', 'text/event-stream; charset=utf-8'],
       ['request-id', 'req_011CTest'],
     ],
-    responseBody: sseStream(),
+    responseBody,
+    responseBodyBytes: responseBody.byteLength,
+    responseBodyTruncated: false,
     timings: { receivedAt: 1_760_000_000_000.4, dispatchedMs: 0.8, upstreamFirstByteMs: 12.5, doneMs: 40.25, addedOverheadMs: 0.35 },
     clientAborted: false,
     error: null,

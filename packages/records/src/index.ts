@@ -77,6 +77,17 @@ export const ExchangeRecord = z.object({
     body: Body,
     /** For SSE: the raw event stream exactly as relayed. */
     events: Body.nullable(),
+    /**
+     * The forwarder kept only the first part of a large response body (its capture limit):
+     * body / events hold what was kept, decoded. The client still received every byte.
+     */
+    bodyTruncated: z.boolean().default(false),
+    /**
+     * Response body bytes upstream sent, as on the wire (still content-encoded; for SSE the
+     * event stream), counted in full even when truncated. null: not known (records written
+     * before this field).
+     */
+    bodyWireBytes: z.number().int().nonnegative().nullable().default(null),
   }),
   usage: Usage.nullable(),
   timings: z.object({

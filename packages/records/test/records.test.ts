@@ -31,7 +31,14 @@ function validExchange(): ExchangeRecord {
     model: 'claude-sonnet-4-5',
     stream: true,
     request: { headers: { 'x-api-key': '[REDACTED]', 'content-type': 'application/json' }, body: bodyFromBytes(Buffer.from('{"model":"m"}')) },
-    response: { status: 200, headers: {}, body: bodyFromBytes(Buffer.from('{}')), events: bodyFromBytes(Buffer.from('event: ping\ndata: {}\n\n')) },
+    response: {
+      status: 200,
+      headers: {},
+      body: bodyFromBytes(Buffer.from('{}')),
+      events: bodyFromBytes(Buffer.from('event: ping\ndata: {}\n\n')),
+      bodyTruncated: false,
+      bodyWireBytes: 22,
+    },
     usage: { inputTokens: 10, outputTokens: 5, cacheReadInputTokens: 0, cacheCreationInputTokens: 0 },
     timings: { receivedAt: 1_795_000_000_000, upstreamFirstByteMs: 12.5, doneMs: 40, addedOverheadMs: 0.3 },
     verdict: { action: 'allow', findings: [] },
@@ -51,6 +58,32 @@ test('a valid ExchangeRecord round-trips through encode/decode', () => {
   const back = decode(ExchangeRecord, Buffer.from(wire));
   assert.equal(back.ok, true);
   assert.deepEqual(back.ok && back.value, validExchange());
+});
+
+test('records written before response truncation existed still parse: not truncated, size unknown', () => {
+  const old = validExchange() as { response: Record<string, unknown> };
+  delete old.response.bodyTruncated;
+  delete old.response.bodyWireBytes;
+  const back = decode(ExchangeRecord, JSON.stringify(old));
+  assert.equal(back.ok, true, !back.ok ? back.reason : '');
+  assert.equal(back.ok && back.value.response.bodyTruncated, false);
+  assert.equal(back.ok && back.value.response.bodyWireBytes, null);
+  assert.deepEqual(back.ok && back.value, { ...validExchange(), response: { ...validExchange().response, bodyWireBytes: null } });
+});
+
+test('a truncated response body round-trips with its full size, and bad values are refused', () => {
+  const truncated = { ...validExchange(), response: { ...validExchange().response, bodyTruncated: true, bodyWireBytes: 256 * 1024 * 1024 } };
+  const back = decode(ExchangeRecord, encode(ExchangeRecord, truncated));
+  assert.deepEqual(back.ok && back.value, truncated);
+  for (const [response, reason] of [
+    [{ ...truncated.response, bodyWireBytes: -1 }, /response\.bodyWireBytes/],
+    [{ ...truncated.response, bodyWireBytes: 1.5 }, /response\.bodyWireBytes/],
+    [{ ...truncated.response, bodyTruncated: 'yes' }, /response\.bodyTruncated/],
+  ] as const) {
+    const r = decode(ExchangeRecord, JSON.stringify({ ...truncated, response }));
+    assert.equal(r.ok, false);
+    assert.match(!r.ok ? r.reason : '', reason);
+  }
 });
 
 test('malformed messages are rejected with a readable reason naming the field', () => {

@@ -55,6 +55,8 @@ export interface ExchangeRow {
   response_events: string | null;
   response_events_encoding: string | null;
   response_events_bytes: number | string | null;
+  response_body_truncated: boolean;
+  response_body_wire_bytes: number | string | null;
   input_tokens: number | string | null;
   output_tokens: number | string | null;
   cache_read_input_tokens: number | string | null;
@@ -99,6 +101,8 @@ export function exchangeRow(r: ExchangeRecord, provenance?: Provenance): Exchang
     response_events: r.response.events?.data ?? null,
     response_events_encoding: r.response.events?.encoding ?? null,
     response_events_bytes: r.response.events?.bytes ?? null,
+    response_body_truncated: r.response.bodyTruncated,
+    response_body_wire_bytes: r.response.bodyWireBytes,
     input_tokens: r.usage?.inputTokens ?? null,
     output_tokens: r.usage?.outputTokens ?? null,
     cache_read_input_tokens: r.usage?.cacheReadInputTokens ?? null,
@@ -157,6 +161,8 @@ export function exchangeFromRow(row: ExchangeRow): { record: ExchangeRecord; pro
         row.response_events === null
           ? null
           : body(row.response_events, row.response_events_encoding ?? 'utf8', row.response_events_bytes ?? 0),
+      bodyTruncated: row.response_body_truncated,
+      bodyWireBytes: numOrNull(row.response_body_wire_bytes),
     },
     usage,
     timings: {

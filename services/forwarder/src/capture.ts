@@ -43,8 +43,15 @@ export interface RawCapture {
   responseSource: 'upstream' | 'glitch' | 'none';
   /** Upstream's headers as received (case and order kept), or the headers of Glitch's own answer. */
   responseHeaders: HeaderPair[];
-  /** Response body bytes as received from upstream (still content-encoded), or Glitch's error body. */
+  /**
+   * Response body bytes as received from upstream (still content-encoded), or Glitch's error
+   * body. Only the first `responseCaptureLimitBytes` of a larger body (see responseBodyTruncated).
+   */
   responseBody: Uint8Array;
+  /** Response body bytes upstream sent (all relayed to the client, captured or not); for Glitch's own answer its length. */
+  responseBodyBytes: number;
+  /** responseBody holds only the first part of the body: the capture limit was reached. */
+  responseBodyTruncated: boolean;
   timings: ExchangeTimings;
   clientAborted: boolean;
   error: GlitchError | null;
@@ -187,6 +194,7 @@ function finishCapture(raw: RawCapture, encoding: string | null, decoded: Uint8A
   if (decoded && stream) {
     sse = reassembleSse(decoded);
     usage = sse.usage;
+    if (raw.responseBodyTruncated) sse.problems = [...sse.problems, `response body truncated at ${raw.responseBody.byteLength} of ${raw.responseBodyBytes} bytes`];
   } else if (decoded && fromUpstream && contentType.includes('json') && decoded.byteLength < 64 * 1024 * 1024) {
     usage = jsonUsage(decoded);
   }

@@ -54,9 +54,9 @@ const BODY_CHUNKED = 2; // no length (SSE): chunked writes, flushed per chunk
 
 const REDACTED = '[REDACTED]';
 const EMPTY = new Uint8Array(0);
-/** First allocation for a recorded response of unknown length (SSE); doubles as needed. */
+/** First allocation for a recorded response of unknown length (SSE); doubles as needed, up to the capture limit. */
 const RESPONSE_CAPTURE_START = 16 * 1024;
-/** Largest allocation made up front for a recorded response of known length. */
+/** Largest allocation made up front for a recorded response of known length (it may never arrive). */
 const RESPONSE_CAPTURE_MAX_PREALLOC = 8 * 1024 * 1024;
 
 /** Errors that mean "no connection to upstream could be made". */
@@ -189,9 +189,12 @@ export class Exchange implements UpstreamHandler {
   /** The part of a sized body tryEnd could not send yet (own copy), from write offset pendingOffset. */
   private pending: Buffer | null = null;
   private pendingOffset = 0;
-  /** Recorded response bytes (own copies: upstream chunks are views into a reused buffer). */
+  /** Recorded response bytes (own copies: upstream chunks are views into a reused buffer), at most the capture limit. */
   private respBody: Buffer | null = null;
+  /** Bytes written to respBody. */
   private respBytes = 0;
+  /** Response body bytes upstream sent, whether captured or not. */
+  private respTotal = 0;
   private glitchResponse: { headers: HeaderPair[]; body: Buffer } | null = null;
 
   private readonly receivedAt = Date.now();
@@ -485,7 +488,8 @@ export class Exchange implements UpstreamHandler {
     else if (contentLength >= 0 && Number.isSafeInteger(contentLength)) this.bodyMode = BODY_SIZED;
     else this.bodyMode = BODY_CHUNKED;
     if (this.recording && this.bodyMode !== BODY_NONE) {
-      this.respBody = Buffer.allocUnsafeSlow(this.bodyMode === BODY_SIZED ? Math.min(contentLength, RESPONSE_CAPTURE_MAX_PREALLOC) : RESPONSE_CAPTURE_START);
+      const first = this.bodyMode === BODY_SIZED ? Math.min(contentLength, RESPONSE_CAPTURE_MAX_PREALLOC) : RESPONSE_CAPTURE_START;
+      this.respBody = Buffer.allocUnsafeSlow(Math.min(first, this.ctx.opts.responseCaptureLimitBytes));
     }
     // A stream's headers go out now so the client sees the response start; a sized body's
     // headers go out with its first chunk (one write instead of two).
@@ -501,8 +505,8 @@ export class Exchange implements UpstreamHandler {
     const t = performance.now();
     const n = chunk.length;
     this.ctx.metrics.bytesOut += n;
-    if (this.respBody !== null) this.record(chunk);
-    else this.respBytes += n;
+    this.respTotal += n;
+    if (this.respBody !== null && this.respBytes < this.ctx.opts.responseCaptureLimitBytes) this.record(chunk);
     if (this.responded) return !this.clientGone;
     this.current = chunk;
     corkTarget = this;
@@ -511,17 +515,27 @@ export class Exchange implements UpstreamHandler {
     return !this.paused;
   }
 
-  /** Appends a response chunk to the recorded body (a copy: `chunk` is only valid now). */
+  /**
+   * Appends a response chunk to the recorded body (a copy: `chunk` is only valid now), up to
+   * the capture limit; the buffer never grows past it.
+   */
   private record(chunk: Buffer): void {
+    const limit = this.ctx.opts.responseCaptureLimitBytes;
+    const at = this.respBytes;
+    const take = Math.min(chunk.length, limit - at);
+    const end = at + take;
     let buf = this.respBody!;
-    const end = this.respBytes + chunk.length;
     if (end > buf.length) {
-      // Upstream sent more than its content-length (it is cut off by then) or a stream grew.
-      const grown = Buffer.allocUnsafeSlow(Math.max(end, buf.length * 2));
-      buf.copy(grown, 0, 0, this.respBytes);
+      // A stream grew, a sized body outgrew its capped prealloc, or upstream sent more than
+      // its content-length (it is cut off by then). Aim at the declared length so a complete
+      // body fills the buffer exactly (handed over without a copy).
+      let size = Math.max(end, buf.length * 2);
+      if (this.bodyMode === BODY_SIZED && this.contentLength >= end) size = Math.min(size, this.contentLength);
+      const grown = Buffer.allocUnsafeSlow(Math.min(size, limit));
+      buf.copy(grown, 0, 0, at);
       this.respBody = buf = grown;
     }
-    chunk.copy(buf, this.respBytes);
+    chunk.copy(buf, at, 0, take);
     this.respBytes = end;
   }
 
@@ -717,12 +731,20 @@ export class Exchange implements UpstreamHandler {
       responseSource = 'upstream';
       const raw = this.rawHeaders!;
       for (let i = 0; i < raw.length; i += 2) responseHeaders.push([raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1')]);
-      if (this.respBody !== null && this.respBytes > 0) {
-        // A grown buffer has an unwritten tail: copy the written part rather than hand over
-        // uninitialized memory with it.
-        responseBody = this.respBody.subarray(0, this.respBytes);
-        if (this.respBytes === this.respBody.length) transfer.push(this.respBody.buffer as ArrayBuffer);
-        else responseBody = Buffer.from(responseBody);
+      const buf = this.respBody;
+      const n = this.respBytes;
+      if (buf !== null && n > 0) {
+        let out = buf; // full (a complete sized body, or a truncated one): handed over as is
+        if (n < buf.length - n) {
+          // Mostly unwritten (e.g. a sized body cut short): copying the data is cheaper than keeping the buffer.
+          out = Buffer.allocUnsafeSlow(n);
+          buf.copy(out, 0, 0, n);
+        } else if (n < buf.length) {
+          // A smaller unwritten tail: zero it (no uninitialized memory leaves the thread) rather than copy the data.
+          buf.fill(0, n);
+        }
+        responseBody = out.length === n ? out : out.subarray(0, n);
+        transfer.push(out.buffer as ArrayBuffer);
       }
     }
     const identity = this.identity!;
@@ -739,6 +761,8 @@ export class Exchange implements UpstreamHandler {
       responseSource,
       responseHeaders,
       responseBody,
+      responseBodyBytes: responseSource === 'upstream' ? this.respTotal : responseBody.byteLength,
+      responseBodyTruncated: responseSource === 'upstream' && this.respTotal > responseBody.byteLength,
       timings: {
         receivedAt: this.receivedAt,
         dispatchedMs: this.tDispatch > 0 ? this.tDispatch - t0 : null,

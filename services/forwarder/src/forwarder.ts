@@ -73,6 +73,8 @@ export interface ForwarderOptions {
   upstreamQueueTimeoutMs?: number;
   /** PEM CA certificate(s) trusted for an https upstream instead of Node's defaults (a TLS-intercepting egress proxy, tests). */
   upstreamCa?: string;
+  /** Response body bytes kept per capture (the rest is relayed, counted, flagged truncated). Default 32 MiB. */
+  responseCaptureLimitBytes?: number;
   /** Admission hook for the record spool's `refuse` policy (default: the recorder's); see also RunningForwarder.setRefusing. */
   admission?: AdmissionSignal;
 }
@@ -163,6 +165,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
   const relayOpts: RelayThreadOptions = {
     refusing,
     upstreamKeepAliveMs: o.upstreamKeepAliveMs,
+    ...(opts.responseCaptureLimitBytes !== undefined ? { responseCaptureLimitBytes: opts.responseCaptureLimitBytes } : {}),
     upstreamQueueTimeoutMs: o.upstreamQueueTimeoutMs,
     ...(opts.upstreamCa !== undefined ? { upstreamCa: opts.upstreamCa } : {}),
     host: o.host,

@@ -2,7 +2,7 @@
 // then the relay. SIGTERM/SIGINT stop it gracefully.
 import { forwarderEnv, loadConfig } from '@glitch/config';
 import { createLogger } from '@glitch/log';
-import { availableParallelism } from 'node:os';
+import { forwarderOptionsFromConfig } from './config-options.js';
 import { loadKeysFile } from './keys.js';
 import { startForwarder } from './forwarder.js';
 
@@ -15,24 +15,9 @@ async function main(): Promise<void> {
 
   if (!config.GLITCH_KEYS_FILE) throw new Error('GLITCH_KEYS_FILE is required: a JSON file {"keys":[{"id","tenantId","secretSha256"}]}');
   const keys = loadKeysFile(config.GLITCH_KEYS_FILE);
-  const threads = config.GLITCH_FORWARDER_THREADS || availableParallelism();
-  const forwarder = await startForwarder({
-    host: config.GLITCH_HOST,
-    port: config.GLITCH_PORT,
-    adminHost: config.GLITCH_ADMIN_HOST,
-    adminPort: config.GLITCH_ADMIN_PORT,
-    upstreamUrl: config.GLITCH_UPSTREAM_URL,
-    threads,
-    keys,
-    bodyLimitBytes: config.GLITCH_BODY_LIMIT_BYTES,
-    headerLimitBytes: config.GLITCH_HEADER_LIMIT_BYTES,
-    firstByteTimeoutMs: config.GLITCH_FIRST_BYTE_TIMEOUT_MS,
-    idleTimeoutMs: config.GLITCH_IDLE_TIMEOUT_MS,
-    shutdownGraceMs: config.GLITCH_SHUTDOWN_GRACE_MS,
-    upstreamConnections: config.GLITCH_UPSTREAM_CONNECTIONS,
-    upstreamClient: config.GLITCH_UPSTREAM_CLIENT,
-    logger,
-  });
+  const options = forwarderOptionsFromConfig(config, keys);
+  const threads = options.threads;
+  const forwarder = await startForwarder({ ...options, logger });
   console.log(`glitch forwarder listening on ${forwarder.url} (${threads} thread${threads === 1 ? '' : 's'}) -> ${config.GLITCH_UPSTREAM_URL}`);
   console.log(`admin: ${forwarder.adminUrl}/healthz ${forwarder.adminUrl}/readyz ${forwarder.adminUrl}/metrics`);
 

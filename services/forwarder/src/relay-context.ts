@@ -11,6 +11,11 @@ export interface RelaySettings {
   headerLimitBytes: number;
   firstByteTimeoutMs: number;
   idleTimeoutMs: number;
+  /**
+   * Most response body bytes copied into a capture. Past it the body is still relayed in full
+   * and counted, but no longer kept: the capture says it was truncated.
+   */
+  responseCaptureLimitBytes: number;
 }
 
 export interface RelayContext {

@@ -12,8 +12,13 @@ import type { RelayContext, RelaySettings } from './relay-context.js';
 import type { RelayLog } from './relay-log.js';
 import { createUpstreamClient, type UpstreamClient, type UpstreamClientKind } from './upstream.js';
 
+/** Response body bytes a capture keeps by default (RelayThreadOptions.responseCaptureLimitBytes). */
+export const DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES = 32 * 1024 * 1024;
+
 /** Everything a relay thread needs; plain data so it can be a worker's workerData. */
-export interface RelayThreadOptions extends RelaySettings {
+export interface RelayThreadOptions extends Omit<RelaySettings, 'responseCaptureLimitBytes'> {
+  /** See RelaySettings; default DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES. 0 keeps no response body. */
+  responseCaptureLimitBytes?: number;
   /** Admission state at start (see RelayThread.refusing). */
   refusing: boolean;
   /** Idle pooled upstream connections are closed after this long. */
@@ -48,6 +53,12 @@ export interface RelaySinks {
 const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
 type ListenWithOptions = (host: string, port: number, options: number, cb: (s: us_listen_socket | false) => void) => TemplatedApp;
 
+function captureLimit(value: number | undefined): number {
+  const v = value ?? DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES;
+  if (!Number.isSafeInteger(v) || v < 0) throw new TypeError(`relay option responseCaptureLimitBytes must be a non-negative integer (got ${String(value)})`);
+  return v;
+}
+
 export class RelayThread implements RelayContext {
   readonly opts: RelaySettings;
   readonly keys: KeyStore;
@@ -81,6 +92,7 @@ export class RelayThread implements RelayContext {
       headerLimitBytes: options.headerLimitBytes,
       firstByteTimeoutMs: options.firstByteTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs,
+      responseCaptureLimitBytes: captureLimit(options.responseCaptureLimitBytes),
     };
     this.keys = staticKeyStore(options.keys);
     this.recording = options.recording;

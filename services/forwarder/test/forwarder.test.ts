@@ -5,7 +5,7 @@ import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { startForwarder, type CapturedExchange, type RunningForwarder, type StaticKey } from '../src/index.js';
+import { DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES, startForwarder, type CapturedExchange, type RunningForwarder, type StaticKey } from '../src/index.js';
 import { eventually, header, send, sleep, sseEvent, startUpstream, type TestUpstream } from './helpers.js';
 
 const KEY: StaticKey = { id: 'key-1', tenantId: 'tenant-a', secret: 'glitch_sk_test_0123456789abcdef' };
@@ -185,6 +185,8 @@ describe('forwarder (1 thread)', () => {
     assert.equal(rec.status, 200);
     assert.equal(Buffer.from(rec.requestBody).toString(), '{"stream":true}');
     assert.equal(Buffer.from(rec.responseBody).toString(), MESSAGE_STREAM.join(''));
+    assert.equal(rec.responseBodyBytes, rec.responseBody.byteLength);
+    assert.equal(rec.responseBodyTruncated, false);
     assert.deepEqual(rec.sse?.usage, { inputTokens: 10, outputTokens: 3, cacheReadInputTokens: 5, cacheCreationInputTokens: 0 });
     assert.deepEqual((rec.sse?.message as { content: unknown }).content, [{ type: 'text', text: 'Hi there' }]);
     assert.equal(rec.sse?.complete, true);
@@ -255,6 +257,8 @@ describe('forwarder (1 thread)', () => {
     assert.equal(rec.status, 504);
     assert.equal(rec.responseSource, 'glitch');
     assert.equal(errorOf(Buffer.from(rec.responseBody)).request_id, rec.exchangeId);
+    assert.equal(rec.responseBodyBytes, rec.responseBody.byteLength, "Glitch's own answer: its length");
+    assert.equal(rec.responseBodyTruncated, false);
   });
 
   it('propagates a client abort to upstream at once and records it', async () => {
@@ -330,6 +334,11 @@ describe('forwarder (1 thread)', () => {
     sock.resume();
     await eventually(() => upstreamDone && received >= total, 30_000, 'the full body');
     sock.destroy();
+    // The capture stops at the default limit; the record says how much there was.
+    const rec = await recordWhere(records, (x) => x.path === '/v1/files/big');
+    assert.equal(rec.responseBody.byteLength, DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES);
+    assert.equal(rec.responseBodyBytes, total);
+    assert.equal(rec.responseBodyTruncated, true);
   });
 
   it('answers 502 api_error when upstream is unreachable', async () => {

@@ -33,13 +33,24 @@ test('in-memory bus: records (one chunked), findings and a poison message, with 
     },
   });
   try {
-    const records = [...Array.from({ length: 12 }, () => makeExchange()), makeExchange({ requestBody: bigBody(2 * 1024 * 1024, 'random') })];
+    const records = [
+      ...Array.from({ length: 12 }, () => makeExchange()),
+      makeExchange({ requestBody: bigBody(2 * 1024 * 1024, 'random') }),
+      makeExchange({ bodyTruncated: true, bodyWireBytes: 256 * 1024 * 1024 }),
+    ];
     for (const r of records) assert.equal((await bus.publishRecord(TOPICS.exchanges, r.sessionId, Buffer.from(encode(ExchangeRecord, r)))).kind, 'ok');
+    // A record from a producer that predates the truncation fields: stored as not truncated, size unknown.
+    const legacy = makeExchange();
+    const { bodyTruncated: _t, bodyWireBytes: _w, ...legacyResponse } = legacy.response;
+    await bus.publishRecord(TOPICS.exchanges, legacy.sessionId, Buffer.from(JSON.stringify({ ...legacy, response: legacyResponse })));
+    records.push({ ...legacy, response: { ...legacyResponse, bodyTruncated: false, bodyWireBytes: null } });
     await bus.publish(TOPICS.exchanges, null, Buffer.from('{"not":"a record"}'));
     const finding: Finding = makeFinding(records[0]!);
     await bus.publishRecord(TOPICS.findings, finding.sessionId, Buffer.from(encode(Finding, finding)));
-    await waitFor(() => ingest.stats().exchangesInserted >= 13 && ingest.stats().findingsInserted >= 1 && letters.length >= 1, 30_000, 'records, finding and dead letter', () => ingest.stats());
+    await waitFor(() => ingest.stats().exchangesInserted >= 15 && ingest.stats().findingsInserted >= 1 && letters.length >= 1, 30_000, 'records, finding and dead letter', () => ingest.stats());
     await assertStoredExactlyOnce(ch.client, records);
+    assert.equal(await scalar(ch.client, 'SELECT count() FROM exchanges WHERE response_body_truncated AND response_body_wire_bytes = 268435456'), 1);
+    assert.equal(await scalar(ch.client, 'SELECT count() FROM exchanges WHERE response_body_wire_bytes IS NULL'), 1);
     assert.equal(await scalar(ch.client, 'SELECT count() FROM findings'), 1);
     assert.equal(ingest.stats().bus.chunkSetsCompleted, 1);
     assert.match(letters[0]!, /"reason":"not an ExchangeRecord: schemaVersion/);
