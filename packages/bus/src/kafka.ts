@@ -321,10 +321,7 @@ export function createKafkaBus(opts: KafkaBusOptions): Bus {
       maxBytesPerPartition: c.maxBytesPerPartition ?? 16 * 1024 * 1024,
       maxBytes: c.maxBytes ?? 32 * 1024 * 1024,
       allowAutoTopicCreation: false,
-      // A consumer that stops on a non-retriable error would leave the process up but idle:
-      // restart it every time (kafkajs waits out its retry back-off first); the CRASH event
-      // below logs each failure and keeps it in stats.
-      retry: { retries: 8, initialRetryTime: 300, maxRetryTime: 5_000, restartOnFailure: async () => true },
+      retry: { retries: 8, initialRetryTime: 300, maxRetryTime: 5_000 },
     });
     const core = new ConsumerCore(so, (t, k, v) => bus.publishRecord(t, k, v), logger);
     let generation = 0;
@@ -342,10 +339,25 @@ export function createKafkaBus(opts: KafkaBusOptions): Bus {
       lastCommitted.clear();
       nextExpected.clear();
     });
+    // kafkajs restarts a crashed consumer only after retriable errors; after any other (the
+    // librdkafka mock answers some SyncGroups with INVALID_REQUEST) it stays disconnected,
+    // which would leave this process up but consuming nothing. Start it again ourselves.
+    let restartTimer: NodeJS.Timeout | undefined;
+    let restartDelayMs = 1_000;
     consumer.on(consumer.events.CRASH, (e) => {
-      core.stats.lastError = `consumer crashed: ${e.payload.error.message}${e.payload.restart ? ' (restarting)' : ''}`;
-      const log = e.payload.restart ? logger?.warn.bind(logger) : logger?.error.bind(logger);
-      log?.({ groupId: so.groupId, err: e.payload.error, restart: e.payload.restart }, 'kafka consumer crashed');
+      const restartHere = !e.payload.restart && !finished && !closed;
+      core.stats.lastError = `consumer crashed: ${e.payload.error.message}${e.payload.restart || restartHere ? ' (restarting)' : ''}`;
+      logger?.warn({ groupId: so.groupId, err: e.payload.error, restart: e.payload.restart || restartHere }, 'kafka consumer crashed');
+      if (!restartHere) return;
+      clearTimeout(restartTimer);
+      restartTimer = setTimeout(() => {
+        if (finished || closed) return;
+        startConsuming().then(
+          () => (restartDelayMs = 1_000),
+          (err: unknown) => logger?.error({ groupId: so.groupId, err }, 'kafka consumer restart failed; the next crash or stop decides'),
+        );
+      }, restartDelayMs);
+      restartDelayMs = Math.min(restartDelayMs * 2, 30_000);
     });
 
     async function eachBatch(p: EachBatchPayload): Promise<void> {
@@ -396,9 +408,8 @@ export function createKafkaBus(opts: KafkaBusOptions): Bus {
       }
     }
 
-    await consumer.connect();
-    consumers.add(consumer);
-    try {
+    async function startConsuming(): Promise<void> {
+      await consumer.connect();
       await consumer.subscribe({ topics: [...so.topics], fromBeginning: so.fromBeginning ?? true });
       await consumer.run({
         autoCommit: false,
@@ -406,6 +417,11 @@ export function createKafkaBus(opts: KafkaBusOptions): Bus {
         partitionsConsumedConcurrently: c.partitionsConsumedConcurrently ?? 16,
         eachBatch,
       });
+    }
+
+    consumers.add(consumer);
+    try {
+      await startConsuming();
     } catch (e) {
       consumers.delete(consumer);
       await consumer.disconnect().catch(() => undefined);
@@ -416,6 +432,7 @@ export function createKafkaBus(opts: KafkaBusOptions): Bus {
       if (finished) return;
       finished = true;
       if (how === 'abort') core.abort.abort();
+      clearTimeout(restartTimer);
       await consumer.disconnect();
       consumers.delete(consumer);
       assignment = {};
