@@ -47,8 +47,6 @@ async function resolveRedis(): Promise<RedisEnv> {
   onProcessExit(async () => {
     await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
   });
-  const admin = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 2 });
-  clients.push(admin);
   return {
     kind: 'redis-server',
     url,
@@ -58,7 +56,13 @@ async function resolveRedis(): Promise<RedisEnv> {
       return c;
     },
     async reset() {
-      await admin.flushall();
+      // A connection per reset: one kept open would hold the test process past its tests.
+      const admin = new Redis(url, { maxRetriesPerRequest: 2 });
+      try {
+        await admin.flushall();
+      } finally {
+        await admin.quit().catch(() => admin.disconnect());
+      }
     },
   };
 }

@@ -3,7 +3,7 @@
 // reassemble the message and its usage.
 import type { AdmissionSignal } from './forwarder.js';
 import type { ScalarMetric } from './metrics.js';
-import { MessageAssembler, SseParser, normalizeUsage, type GlitchError, type TokenUsage } from '@glitch/protocol';
+import { MessageAssembler, SseParser, normalizeUsage, type AssembledMessage, type GlitchError, type TokenUsage } from '@glitch/protocol';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
 
@@ -57,20 +57,8 @@ export interface RawCapture {
   error: GlitchError | null;
 }
 
-export interface SseCapture {
-  /** The message reassembled from the events (as the non-streaming API would return it). */
-  message: Record<string, unknown> | null;
-  usage: TokenUsage | null;
-  /** Usage with the API's own field names, merged from message_start and message_delta. */
-  rawUsage: Record<string, unknown> | null;
-  /** `message_stop` arrived. */
-  complete: boolean;
-  /** An `error` event from upstream mid-stream. */
-  error: { type: string; message: string } | null;
-  eventCount: number;
-  /** Anything that did not parse; never thrown. */
-  problems: string[];
-}
+/** The message reassembled from the events (as the non-streaming API would return it), usage, and what did not parse. */
+export type SseCapture = AssembledMessage;
 
 export interface CapturedExchange extends RawCapture {
   /** The response was an event stream (`text/event-stream`). */
