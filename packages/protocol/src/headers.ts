@@ -145,7 +145,8 @@ export function upstreamRequestHeaders(received: readonly string[]): string[] {
     const raw = received[i]!;
     const name = raw.toLowerCase();
     const action = requestHeaderAction(name);
-    if (action === HEADER_DROP || listed?.has(name)) continue;
+    // A Connection-listed anthropic-version is kept: the API version is never left to chance.
+    if (action === HEADER_DROP || (listed?.has(name) && action !== HEADER_VERSION)) continue;
     let value = received[i + 1]!;
     if (action === HEADER_NARROW_ENCODING) value = narrowAcceptEncoding(value);
     else if (action === HEADER_VERSION) hasVersion = true;

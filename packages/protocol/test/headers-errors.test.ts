@@ -82,6 +82,10 @@ describe('upstreamRequestHeaders', () => {
     ];
     assert.deepEqual(upstreamRequestHeaders(h), ['x-kept', 'yes', 'anthropic-version', '2023-06-01']);
   });
+
+  it('keeps anthropic-version even when Connection names it, and adds no second one', () => {
+    assert.deepEqual(upstreamRequestHeaders(['connection', 'anthropic-version', 'anthropic-version', '2023-06-01']), ['anthropic-version', '2023-06-01']);
+  });
 });
 
 describe('narrowAcceptEncoding', () => {

@@ -166,11 +166,6 @@ export class RecordPublisher implements Recorder {
     };
   }
 
-  /** True when the spool is full under the `refuse` policy: the forwarder should shed load. */
-  get refusing(): boolean {
-    return this.opts.spool.refusing;
-  }
-
   /** The forwarder refuses new requests (503) while the spool is full under the `refuse` policy. */
   get admission(): AdmissionSignal {
     const spool = this.opts.spool;

@@ -281,7 +281,7 @@ test('spool full under refuse: new records are counted as dropped and the publis
   const feed = makeFeeder(2_000);
   await feed(p, 15);
   await waitFor(() => (p.stats.dropped.spool_full ?? 0) > 0, 5_000, 'spool full', () => p.stats);
-  assert.equal(p.refusing, true);
+  assert.equal(p.admission.isRefusing(), true);
   assert.equal(p.stats.spooled + (p.stats.dropped.spool_full ?? 0), 15, 'every record accounted for');
   await p.close();
 });

@@ -1,9 +1,9 @@
 // One client request relayed upstream: the uWS response on one side, the upstream dispatch
 // handler on the other. Everything here is the hot path: one pass over the request headers
-// (validation, auth and the upstream header list at once), the body copied once out of uWS
-// into a buffer sized by Content-Length, response chunks written to the client as they
-// arrive, and back-pressure from a slow client pausing the upstream body instead of
-// buffering it. Per request there is one Exchange and two closures (the uWS callbacks that
+// for framing and auth (the upstream header list is built only for admitted requests), the
+// body copied once out of uWS into a buffer sized by Content-Length, response chunks written
+// to the client as they arrive, and back-pressure from a slow client pausing the upstream
+// body instead of buffering it. Per request there is one Exchange and two closures (the uWS callbacks that
 // get no context); everything else is shared.
 //
 // uWS rules kept throughout: onAborted is registered before anything else; the request
@@ -12,17 +12,11 @@
 import {
   ERRORS,
   GLITCH_KEY_HEADER,
-  HEADER_DROP,
-  HEADER_NARROW_ENCODING,
-  HEADER_VERSION,
-  ANTHROPIC_VERSION_HEADER,
-  DEFAULT_ANTHROPIC_VERSION,
   connectionTokens,
   errorBody,
   glitchError,
   isRelayedResponseHeader,
-  narrowAcceptEncoding,
-  requestHeaderAction,
+  upstreamRequestHeaders,
   type ErrorCode,
   type GlitchError,
 } from '@glitch/protocol';
@@ -156,7 +150,6 @@ export class Exchange implements UpstreamHandler {
   /** Request headers as received (flat, names lower-cased by uWS): kept for the capture. */
   private headers: string[] = [];
   /** What goes upstream (flat). */
-  private upstreamHeaders: string[] = [];
   private identity: KeyIdentity | null = null;
   private recording = false;
 
@@ -226,52 +219,36 @@ export class Exchange implements UpstreamHandler {
     this.path = path;
     this.query = query;
 
-    // One pass: framing checks, the Glitch key, and the upstream header list.
-    const up = this.upstreamHeaders;
+    // Framing checks and the Glitch key; the upstream header list is built at dispatch
+    // (upstreamRequestHeaders), so refused requests never pay for it.
     let size = method.length + path.length + query.length + 12;
     let key = '';
     let contentLength = -1;
     let transferEncoding: string | null = null;
     let malformed = false;
-    let hasVersion = false;
-    let connection: string | null = null;
     for (let i = 0; i < headers.length; i += 2) {
       // uWS lower-cases header names.
       const name = headers[i]!;
       const value = headers[i + 1]!;
       size += name.length + value.length + 4;
-      const action = requestHeaderAction(name);
-      if (action === HEADER_DROP) {
-        switch (name) {
-          case GLITCH_KEY_HEADER:
-            key = value;
-            break;
-          case 'content-length': {
-            const n = contentLengthValue(value);
-            // RFC 9112 §6.3: an invalid or differing length is an unrecoverable framing error (smuggling).
-            if (n < 0 || (contentLength !== -1 && contentLength !== n)) malformed = true;
-            contentLength = n;
-            break;
-          }
-          case 'transfer-encoding':
-            // uWS decodes `chunked` only; any other (or a second) coding leaves the length unknown.
-            if (transferEncoding !== null) malformed = true;
-            transferEncoding = value;
-            break;
-          case 'connection':
-            connection = connection === null ? value : connection + ',' + value;
-            break;
+      switch (name) {
+        case GLITCH_KEY_HEADER:
+          key = value;
+          break;
+        case 'content-length': {
+          const n = contentLengthValue(value);
+          // RFC 9112 §6.3: an invalid or differing length is an unrecoverable framing error (smuggling).
+          if (n < 0 || (contentLength !== -1 && contentLength !== n)) malformed = true;
+          contentLength = n;
+          break;
         }
-        continue;
-      }
-      if (action === HEADER_NARROW_ENCODING) up.push(name, narrowAcceptEncoding(value));
-      else {
-        if (action === HEADER_VERSION) hasVersion = true;
-        up.push(name, value);
+        case 'transfer-encoding':
+          // uWS decodes `chunked` only; any other (or a second) coding leaves the length unknown.
+          if (transferEncoding !== null) malformed = true;
+          transferEncoding = value;
+          break;
       }
     }
-    if (!hasVersion) up.push(ANTHROPIC_VERSION_HEADER, DEFAULT_ANTHROPIC_VERSION);
-    if (connection !== null) this.dropConnectionListed(connection);
     const chunked = transferEncoding !== null;
     if (chunked && transferEncoding!.trim().toLowerCase() !== 'chunked') malformed = true;
     const hasBody = contentLength > 0 || chunked;
@@ -306,17 +283,6 @@ export class Exchange implements UpstreamHandler {
     }
     this.dispatch();
     this.overhead += performance.now() - this.t0;
-  }
-
-  /** Removes the headers a client's `Connection` header declares hop-by-hop (rare). */
-  private dropConnectionListed(connection: string): void {
-    let listed: Set<string> | null = null;
-    for (const t of connectionTokens(connection)) if (t !== 'close' && t !== 'keep-alive') (listed ??= new Set()).add(t);
-    if (listed === null) return;
-    const up = this.upstreamHeaders;
-    const kept: string[] = [];
-    for (let i = 0; i < up.length; i += 2) if (!listed.has(up[i]!) || up[i] === ANTHROPIC_VERSION_HEADER) kept.push(up[i]!, up[i + 1]!);
-    this.upstreamHeaders = kept;
   }
 
   readonly onAborted = (): void => {
@@ -375,7 +341,7 @@ export class Exchange implements UpstreamHandler {
       {
         method: this.method,
         path: query === '' ? ctx.basePath + this.path : ctx.basePath + this.path + '?' + query,
-        headers: this.upstreamHeaders,
+        headers: upstreamRequestHeaders(this.headers),
         body: this.body !== null && this.body.length > 0 ? this.body : null,
         headersTimeout: ctx.opts.firstByteTimeoutMs,
         bodyTimeout: ctx.opts.idleTimeoutMs,

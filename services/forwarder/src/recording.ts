@@ -10,6 +10,11 @@ export interface RecordingLimits {
   maxPendingBytes: number;
 }
 
+/** What a capture counts against the backlog limit: its body bytes. */
+function captureBytes(raw: RawCapture): number {
+  return raw.requestBody.byteLength + raw.responseBody.byteLength;
+}
+
 export class RecordingQueue {
   private pendingBytes = 0;
   private pending = 0;
@@ -39,7 +44,7 @@ export class RecordingQueue {
   private acceptOne(raw: RawCapture): void {
     const recorder = this.recorder;
     if (!recorder) return;
-    const size = raw.requestBody.byteLength + raw.responseBody.byteLength;
+    const size = captureBytes(raw);
     if (this.pendingBytes + size > this.limits.maxPendingBytes && this.pending > 0) {
       this.dropped++;
       const now = Date.now();
@@ -101,7 +106,7 @@ export class RecordingQueue {
 
   private settled(raw: RawCapture): void {
     this.pending--;
-    this.pendingBytes -= raw.requestBody.byteLength + raw.responseBody.byteLength;
+    this.pendingBytes -= captureBytes(raw);
     if (this.pending === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
