@@ -7,7 +7,7 @@
 // startSensorChild() (below) runs it from a test.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { StaticKey } from '@glitch/forwarder';
+import type { RecordingPriority, StaticKey } from '@glitch/forwarder';
 import type { PublisherStats } from '@glitch/recorder';
 import { repoRoot } from './forwarder.js';
 
@@ -21,9 +21,11 @@ export interface SensorChildConfig {
   logLevel?: string;
   /** false: no recorder (baseline). Default true. */
   recording?: boolean;
+  /** See SensorOptions.recordingPriority (the services default to `idle`). */
+  recordingPriority?: RecordingPriority;
 }
 
-type FromSensor = { type: 'ready'; url: string; port: number } | { type: 'stats'; id: number; stats: PublisherStats } | { type: 'error'; message: string };
+type FromSensor = { type: 'ready'; url: string; port: number; relayThreadIds: number[] } | { type: 'stats'; id: number; stats: PublisherStats } | { type: 'error'; message: string };
 type ToSensor = { type: 'stats'; id: number };
 
 async function main(): Promise<void> {
@@ -42,12 +44,14 @@ async function main(): Promise<void> {
       () => process.exit(1),
     );
   });
-  send({ type: 'ready', url: sensor.forwarder.url, port: sensor.forwarder.port });
+  send({ type: 'ready', url: sensor.forwarder.url, port: sensor.forwarder.port, relayThreadIds: sensor.forwarder.relayThreadIds() });
 }
 
 export interface SensorChild {
   url: string;
   pid: number;
+  /** Kernel thread ids of the child's relay threads. */
+  relayThreadIds: number[];
   child: ChildProcess;
   stats(): Promise<PublisherStats>;
   output(): string;
@@ -78,7 +82,7 @@ export async function startSensorChild(config: SensorChildConfig, readyTimeoutMs
       waiting.delete(m.id);
     }
   });
-  const ready = await new Promise<{ url: string }>((resolve, reject) => {
+  const ready = await new Promise<{ url: string; relayThreadIds: number[] }>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`sensor child not ready within ${readyTimeoutMs} ms; output:\n${out}`));
@@ -97,6 +101,7 @@ export async function startSensorChild(config: SensorChildConfig, readyTimeoutMs
   return {
     url: ready.url,
     pid: child.pid!,
+    relayThreadIds: ready.relayThreadIds,
     child,
     output: () => out,
     stats() {

@@ -3,7 +3,7 @@
 // that drive it with real HTTP clients and read ClickHouse back.
 import assert from 'node:assert/strict';
 import { createKafkaBus, type Bus, type KafkaBusOptions } from '@glitch/bus';
-import type { RunningForwarder, StaticKey } from '@glitch/forwarder';
+import type { RecordingPriority, RunningForwarder, StaticKey } from '@glitch/forwarder';
 import { startIngest, type Ingest, type IngestOptions } from '@glitch/ingest';
 import type { Logger } from '@glitch/log';
 import { RecordPublisher, type PublisherOptions } from '@glitch/recorder';
@@ -60,6 +60,8 @@ export interface SensorOptions {
   bus?: Partial<KafkaBusOptions>;
   /** false: the forwarder runs without a recorder (baseline for the added-latency bench). Default true. */
   recording?: boolean;
+  /** startForwarder's recordingPriority (default `normal`: a test process is never lowered). */
+  recordingPriority?: RecordingPriority;
 }
 
 export interface Sensor {
@@ -89,6 +91,7 @@ export async function startSensor(o: SensorOptions): Promise<Sensor> {
       keys: o.keys,
       ...(o.recording === false ? {} : { recorder: publisher }),
       shutdownGraceMs: 5_000,
+      ...(o.recordingPriority !== undefined ? { recordingPriority: o.recordingPriority } : {}),
     });
   } catch (e) {
     await publisher.close();

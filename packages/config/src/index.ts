@@ -94,6 +94,9 @@ export const forwarderEnv = commonEnv.extend({
   // happens when it is full: refuse new requests with 503, or drop the oldest records.
   GLITCH_SPOOL_MAX_BYTES: positiveInt(1024 * 1024 * 1024),
   GLITCH_SPOOL_WHEN_FULL: z.enum(['drop-oldest', 'refuse']).default('refuse'),
+  // `idle`: every thread but the relay threads runs at SCHED_IDLE, so recording (and anything
+  // else in the process) only uses CPU relaying leaves free; `normal`: all equal.
+  GLITCH_RECORDING_PRIORITY: z.enum(['idle', 'normal']).default('idle'),
 });
 export type ForwarderConfig = z.output<typeof forwarderEnv>;
 

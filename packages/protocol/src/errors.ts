@@ -50,6 +50,12 @@ export const ERRORS = {
    * calling upstream until the spool drains.
    */
   record_spool_full: { status: 503, type: 'overloaded_error', message: 'Glitch cannot record new requests right now (record spool full); try again shortly.', retryAfterSeconds: 5 },
+  /**
+   * Recording cannot keep up (its CPU-bound backlog of captures is over its bound): new
+   * authenticated requests are refused until it catches up, instead of relaying requests
+   * whose records would be dropped.
+   */
+  record_backlog_full: { status: 503, type: 'overloaded_error', message: 'Glitch cannot record new requests right now (recording backlog full); try again shortly.', retryAfterSeconds: 2 },
   internal_error: { status: 500, type: 'api_error', message: 'Internal Glitch error.' },
 } as const satisfies Record<string, ErrorSpec>;
 

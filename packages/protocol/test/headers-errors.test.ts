@@ -165,6 +165,7 @@ describe('error catalogue', () => {
       upstream_first_byte_timeout: [504, 'api_error'],
       upstream_pool_exhausted: [503, 'overloaded_error'],
       record_spool_full: [503, 'overloaded_error'],
+      record_backlog_full: [503, 'overloaded_error'],
     };
     for (const [code, [status, type]] of Object.entries(want)) {
       assert.equal(ERRORS[code as ErrorCode].status, status, code);

@@ -22,5 +22,6 @@ export function forwarderOptionsFromConfig(config: ForwarderConfig, keys: Static
     shutdownGraceMs: config.GLITCH_SHUTDOWN_GRACE_MS,
     upstreamConnections: config.GLITCH_UPSTREAM_CONNECTIONS,
     upstreamClient: config.GLITCH_UPSTREAM_CLIENT,
+    recordingPriority: config.GLITCH_RECORDING_PRIORITY,
   };
 }

@@ -263,9 +263,10 @@ export class Exchange implements UpstreamHandler {
       const identity = ctx.keys.lookup(key);
       if (identity === null) return this.reject('auth_invalid', hasBody);
       this.identity = identity;
-      // The record spool is full and the policy is to refuse: nothing new goes upstream, and
-      // the refusal is counted in metrics, not recorded (its record would only fill the spool).
-      if (ctx.refusing) return this.reject('record_spool_full', hasBody);
+      // Recording cannot take more (spool full under the refuse policy, or its backlog over
+      // bound): nothing new goes upstream, and the refusal is counted in metrics, not
+      // recorded (its record would only add to what is already too much).
+      if (ctx.refusal !== null) return this.reject(ctx.refusal, hasBody);
       this.recording = ctx.recording;
       if (this.recording) this.id = uuidv7(this.receivedAt);
     }

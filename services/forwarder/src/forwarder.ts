@@ -5,10 +5,12 @@ import { startAdmin } from './admin.js';
 import type { Recorder } from './capture.js';
 import { validateKeys, type StaticKey } from './keys.js';
 import { renderPrometheus, type ScalarMetric } from './metrics.js';
-import { RecordingQueue } from './recording.js';
+import { DEFAULT_RECORDING_LIMITS, RecordingQueue, type RecordingLimits } from './recording.js';
 import { startInProcess, startWorkerGroup, type RelayGroup } from './relay-group.js';
 import { logTo, noLog } from './relay-log.js';
+import type { RefusalCode } from './relay-context.js';
 import type { RelayThreadOptions } from './relay.js';
+import { lowerThreadsExcept, type LoweredThreads, type RecordingPriority } from './thread-priority.js';
 import type { UpstreamClientKind } from './upstream.js';
 
 /**
@@ -75,6 +77,20 @@ export interface ForwarderOptions {
   upstreamCa?: string;
   /** Response body bytes kept per capture (the rest is relayed, counted, flagged truncated). Default 32 MiB. */
   responseCaptureLimitBytes?: number;
+  /**
+   * Scheduling priority of the recording side when relay threads are worker threads (see
+   * thread-priority.ts): `idle` lowers every thread but the relay threads to SCHED_IDLE, so
+   * recording only uses CPU the relay leaves free; `normal` (default here; the services'
+   * config defaults to `idle`) leaves priorities alone. No effect without a recorder or with
+   * the relay in the main thread.
+   */
+  recordingPriority?: RecordingPriority;
+  /**
+   * Bounds of the recording backlog (captures not yet handed to the recorder): past half of
+   * either, new requests are refused with 503 record_backlog_full until it is under a
+   * quarter; past maxPendingBytes captures are dropped. Default 256 MiB / 10,000 captures.
+   */
+  recordingLimits?: Partial<RecordingLimits>;
   /** Admission hook for the record spool's `refuse` policy (default: the recorder's); see also RunningForwarder.setRefusing. */
   admission?: AdmissionSignal;
 }
@@ -91,6 +107,8 @@ export interface RunningForwarder {
    */
   setRefusing(refusing: boolean): Promise<void>;
   isRefusing(): boolean;
+  /** Kernel thread ids of the relay threads (empty off Linux); every other thread records. */
+  relayThreadIds(): number[];
   /** Graceful: stop accepting, let in-flight exchanges finish up to graceMs, abort the rest. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -159,11 +177,14 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
   const o = resolveOptions(opts);
   const keys = validateKeys(opts.keys);
   const log = opts.logger ? logTo(opts.logger) : noLog;
-  const queue = new RecordingQueue(opts.recorder, log);
+  const queue = new RecordingQueue(opts.recorder, log, { ...DEFAULT_RECORDING_LIMITS, ...opts.recordingLimits });
   const admission = opts.admission ?? opts.recorder?.admission;
+  // Two reasons to refuse new requests: the record spool is full (`admission`, setRefusing)
+  // or recording is backlogged (the queue). The relay threads get the code to answer with.
   let refusing = admission?.isRefusing() === true;
+  const refusal = (): RefusalCode | null => (refusing ? 'record_spool_full' : queue.isBacklogged ? 'record_backlog_full' : null);
   const relayOpts: RelayThreadOptions = {
-    refusing,
+    refusal: refusal(),
     upstreamKeepAliveMs: o.upstreamKeepAliveMs,
     ...(opts.responseCaptureLimitBytes !== undefined ? { responseCaptureLimitBytes: opts.responseCaptureLimitBytes } : {}),
     upstreamQueueTimeoutMs: o.upstreamQueueTimeoutMs,
@@ -184,11 +205,30 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
   const inMainThread = o.threads === 1 && (opts.relayInMainThread ?? !queue.enabled);
   const group: RelayGroup = inMainThread ? await startInProcess(relayOpts, queue, log) : await startWorkerGroup(relayOpts, o.threads, queue, log);
 
+  // Relay threads exist now: everything else of the process can be lowered (threads created
+  // from now on inherit the lowered policy).
+  let lowered: LoweredThreads = { mechanism: 'none', lowered: [] };
+  if (opts.recordingPriority === 'idle' && queue.enabled && !inMainThread) {
+    lowered = await lowerThreadsExcept(group.relayThreadIds());
+    if (lowered.mechanism === 'sched_idle') log('info', 'recording threads run at SCHED_IDLE: they use only CPU the relay threads leave free', { threads: lowered.lowered.length });
+    else log('warn', 'recording threads could not be set to SCHED_IDLE', { mechanism: lowered.mechanism, detail: lowered.detail, threads: lowered.lowered.length });
+    group.onReplacement((tid) =>
+      log('warn', 'a replacement relay thread inherits the recording threads\' low priority until the forwarder restarts (an unprivileged process cannot raise it)', { tid, mechanism: lowered.mechanism }),
+    );
+  }
+  const priorityMetric = (): ScalarMetric => ({
+    name: 'glitch_forwarder_recording_threads_lowered',
+    help: 'Threads of this process lowered below the relay threads (SCHED_IDLE, or nice 19 without chrt); 0 when recording runs at normal priority.',
+    type: 'gauge',
+    value: lowered.lowered.length,
+    labels: { mechanism: lowered.mechanism },
+  });
+
   let stopping: Promise<void> | null = null;
   let refusedSince = refusing ? Date.now() : 0;
   const admissionMetric = (): ScalarMetric => ({
     name: 'glitch_forwarder_admission_refusing',
-    help: 'Whether new authenticated requests are refused because the record spool is full (1) or admitted (0).',
+    help: 'Whether new authenticated requests are refused because the record spool is full (1) or admitted (0); see also glitch_forwarder_captures_backlogged.',
     type: 'gauge',
     value: refusing ? 1 : 0,
   });
@@ -200,7 +240,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
       {
         ready: () => stopping === null && group.ready(),
         metrics: async () =>
-          renderPrometheus(await group.snapshot(), [...group.scalarMetrics(), ...queue.metrics(), admissionMetric(), ...(opts.recorder?.metrics?.() ?? [])]),
+          renderPrometheus(await group.snapshot(), [...group.scalarMetrics(), ...queue.metrics(), admissionMetric(), priorityMetric(), ...(opts.recorder?.metrics?.() ?? [])]),
       },
       log,
     );
@@ -213,6 +253,12 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
 
   // Changes are applied in order: each waits for the one before to reach every thread.
   let applied: Promise<void> = Promise.resolve();
+  const applyRefusal = (): Promise<void> => {
+    const code = refusal();
+    applied = applied.then(() => group.setRefusal(code));
+    return applied;
+  };
+  queue.onBacklogChange(() => void applyRefusal());
   const setRefusing = (value: boolean): Promise<void> => {
     if (value !== refusing) {
       refusing = value;
@@ -223,8 +269,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
         log('info', 'record spool has room again: admitting requests', { refusedForMs: Date.now() - refusedSince });
       }
     }
-    applied = applied.then(() => group.setRefusing(value));
-    return applied;
+    return applyRefusal();
   };
   let unsubscribe: (() => void) | null = null;
   if (admission) {
@@ -242,6 +287,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     adminPort: adminServer.port,
     setRefusing,
     isRefusing: () => refusing,
+    relayThreadIds: () => group.relayThreadIds(),
     stop(graceMs = o.shutdownGraceMs) {
       stopping ??= (async () => {
         log('info', 'forwarder stopping', { graceMs });

@@ -9,3 +9,5 @@ export { DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES } from './relay.js';
 export type { AdmissionSignal, ForwarderOptions, RunningForwarder } from './forwarder.js';
 export type { ScalarMetric } from './metrics.js';
 export { forwarderOptionsFromConfig } from './config-options.js';
+export { SCHED_IDLE, SCHED_OTHER, threadPolicy } from './thread-priority.js';
+export type { RecordingPriority } from './thread-priority.js';

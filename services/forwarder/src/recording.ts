@@ -1,6 +1,11 @@
 // The recorder side of the capture hook (main thread): completes raw captures (decode,
-// SSE reassembly) after the client has its response and hands them to the Recorder. Memory
-// is bounded: past the limit, captures are dropped, counted and logged, never queued forever.
+// SSE reassembly) after the client has its response and hands them to the Recorder. The
+// backlog is what recording has not got to yet (it is CPU-bound, and with
+// GLITCH_RECORDING_PRIORITY=idle it only runs on CPU the relay leaves free). Past half its
+// bound the queue says it is backlogged, and the forwarder refuses new requests (503
+// record_backlog_full) until it is under a quarter again, so a relay that outpaces recording
+// slows down instead of losing records. Past the bound (captures of exchanges already in
+// flight when refusing began) captures are dropped, counted and logged, never queued forever.
 import { completeCapture, completeCaptureNow, type CapturedExchange, type RawCapture, type Recorder } from './capture.js';
 import type { ScalarMetric } from './metrics.js';
 import type { RelayLog } from './relay-log.js';
@@ -8,7 +13,11 @@ import type { RelayLog } from './relay-log.js';
 export interface RecordingLimits {
   /** Raw capture bytes waiting to be completed and recorded before new ones are dropped. */
   maxPendingBytes: number;
+  /** Captures waiting before the queue is backlogged (whichever of this and half of maxPendingBytes comes first). */
+  backlogCaptures: number;
 }
+
+export const DEFAULT_RECORDING_LIMITS: RecordingLimits = { maxPendingBytes: 256 * 1024 * 1024, backlogCaptures: 10_000 };
 
 /** What a capture counts against the backlog limit: its body bytes. */
 function captureBytes(raw: RawCapture): number {
@@ -26,12 +35,42 @@ export class RecordingQueue {
   /** Accepted, not yet started: completed together in one setImmediate. */
   private waiting: RawCapture[] = [];
   private scheduled = false;
+  private backlogged = false;
+  private backlogListeners: Array<(backlogged: boolean) => void> = [];
+  /** Times the queue became backlogged. */
+  private backlogEpisodes = 0;
 
   constructor(
     private readonly recorder: Recorder | undefined,
     private readonly log: RelayLog,
-    private readonly limits: RecordingLimits = { maxPendingBytes: 256 * 1024 * 1024 },
+    private readonly limits: RecordingLimits = DEFAULT_RECORDING_LIMITS,
   ) {}
+
+  /** Called whenever the backlog state changes. */
+  onBacklogChange(listener: (backlogged: boolean) => void): void {
+    this.backlogListeners.push(listener);
+  }
+
+  get isBacklogged(): boolean {
+    return this.backlogged;
+  }
+
+  /** Latches at half the bounds, releases under a quarter (no flapping around one threshold). */
+  private updateBacklog(): void {
+    const { maxPendingBytes, backlogCaptures } = this.limits;
+    const next = this.backlogged
+      ? this.pendingBytes >= maxPendingBytes / 4 || this.pending >= backlogCaptures / 4
+      : this.pendingBytes >= maxPendingBytes / 2 || this.pending >= backlogCaptures;
+    if (next === this.backlogged) return;
+    this.backlogged = next;
+    if (next) {
+      this.backlogEpisodes++;
+      this.log('warn', 'recording cannot keep up: refusing new requests until it catches up (503 record_backlog_full)', { pending: this.pending, pendingBytes: this.pendingBytes });
+    } else {
+      this.log('info', 'recording caught up: admitting requests', { pending: this.pending, pendingBytes: this.pendingBytes });
+    }
+    for (const l of this.backlogListeners) l(next);
+  }
 
   get enabled(): boolean {
     return this.recorder !== undefined;
@@ -56,6 +95,7 @@ export class RecordingQueue {
     }
     this.pending++;
     this.pendingBytes += size;
+    this.updateBacklog();
     this.waiting.push(raw);
     if (!this.scheduled) {
       this.scheduled = true;
@@ -107,6 +147,7 @@ export class RecordingQueue {
   private settled(raw: RawCapture): void {
     this.pending--;
     this.pendingBytes -= captureBytes(raw);
+    this.updateBacklog();
     if (this.pending === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
@@ -130,6 +171,8 @@ export class RecordingQueue {
       { name: `${p}failed_total`, help: 'Captures the recorder side failed on.', type: 'counter', value: this.failed },
       { name: `${p}pending`, help: 'Captures waiting for the recorder.', type: 'gauge', value: this.pending },
       { name: `${p}pending_bytes`, help: 'Raw bytes of captures waiting for the recorder.', type: 'gauge', value: this.pendingBytes },
+      { name: `${p}backlogged`, help: 'Whether recording is behind far enough that new requests are refused (503 record_backlog_full).', type: 'gauge', value: this.backlogged ? 1 : 0 },
+      { name: `${p}backlog_episodes_total`, help: 'Times recording fell behind far enough to refuse new requests.', type: 'counter', value: this.backlogEpisodes },
     ];
   }
 }

@@ -18,6 +18,9 @@ export interface RelaySettings {
   responseCaptureLimitBytes: number;
 }
 
+/** Why new requests are refused: the record spool is full, or recording cannot keep up. */
+export type RefusalCode = 'record_spool_full' | 'record_backlog_full';
+
 export interface RelayContext {
   readonly opts: RelaySettings;
   readonly keys: KeyStore;
@@ -28,8 +31,8 @@ export interface RelayContext {
   readonly inFlight: Set<Exchange>;
   /** Whether exchanges build captures (a Recorder is configured). */
   readonly recording: boolean;
-  /** Admission: refuse new authenticated requests (503 record_spool_full) while true. */
-  readonly refusing: boolean;
+  /** Admission: while set, new authenticated requests are refused (503) with this code. */
+  readonly refusal: RefusalCode | null;
   readonly log: RelayLog;
   /** A recorded exchange finished: queue its capture. */
   captured(ex: Exchange): void;

@@ -5,8 +5,10 @@ import { createServer } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { emptySnapshot, mergeSnapshots, type MetricsSnapshot, type ScalarMetric } from './metrics.js';
 import type { RecordingQueue } from './recording.js';
+import type { RefusalCode } from './relay-context.js';
 import { RelayThread, type RelayThreadOptions } from './relay.js';
 import type { RelayLog } from './relay-log.js';
+import { currentThreadId } from './thread-priority.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 export interface RelayGroup {
@@ -16,8 +18,12 @@ export interface RelayGroup {
   ready(): boolean;
   snapshot(): Promise<MetricsSnapshot>;
   scalarMetrics(): ScalarMetric[];
+  /** Kernel thread ids of the relay threads now running (empty off Linux). */
+  relayThreadIds(): number[];
+  /** Called with a replacement relay thread's id once it listens (after a crash). */
+  onReplacement(cb: (tid: number | null) => void): void;
   /** Admission for every thread; resolves once each one applies it (threads started later start with it). */
-  setRefusing(refusing: boolean): Promise<void>;
+  setRefusal(refusal: RefusalCode | null): Promise<void>;
   stop(graceMs: number): Promise<void>;
 }
 
@@ -37,8 +43,13 @@ export async function startInProcess(opts: RelayThreadOptions, queue: RecordingQ
     ready: () => !stopping,
     snapshot: async () => relay.snapshot(),
     scalarMetrics: () => [],
-    setRefusing: async (refusing) => {
-      relay.refusing = refusing;
+    relayThreadIds: () => {
+      const tid = currentThreadId();
+      return tid === null ? [] : [tid];
+    },
+    onReplacement: () => {},
+    setRefusal: async (refusal) => {
+      relay.refusal = refusal;
     },
     stop(graceMs) {
       stopping = true;
@@ -96,11 +107,13 @@ class RelayWorker {
   readonly worker: Worker;
   readonly listening: Promise<number>;
   lastSnapshot: MetricsSnapshot = emptySnapshot();
+  /** Kernel thread id, once listening (null off Linux). */
+  tid: number | null = null;
   exited = false;
   stopped = false;
   private nextId = 0;
   private readonly waiters = new Map<number, (s: MetricsSnapshot) => void>();
-  private readonly refusingAcks = new Map<number, () => void>();
+  private readonly refusalAcks = new Map<number, () => void>();
   private onStopped: (() => void) | null = null;
   private readonly exitedPromise: Promise<void>;
 
@@ -117,6 +130,7 @@ class RelayWorker {
     this.worker.on('message', (m: FromWorker) => {
       switch (m.type) {
         case 'listening':
+          this.tid = m.tid;
           return listened(m.port);
         case 'listen-failed':
           return failed(new Error(m.message));
@@ -130,9 +144,9 @@ class RelayWorker {
         }
         case 'log':
           return log(m.level, m.msg, m.fields);
-        case 'refusing-set': {
-          const ack = this.refusingAcks.get(m.id);
-          this.refusingAcks.delete(m.id);
+        case 'refusal-set': {
+          const ack = this.refusalAcks.get(m.id);
+          this.refusalAcks.delete(m.id);
           return ack?.();
         }
         case 'stopped':
@@ -150,8 +164,8 @@ class RelayWorker {
         failed(new Error(`relay thread exited (code ${code}) before listening`));
         for (const w of this.waiters.values()) w(this.lastSnapshot);
         this.waiters.clear();
-        for (const ack of this.refusingAcks.values()) ack(); // a dead thread admits nothing
-        this.refusingAcks.clear();
+        for (const ack of this.refusalAcks.values()) ack(); // a dead thread admits nothing
+        this.refusalAcks.clear();
         this.onStopped?.();
         onExit(this, code);
         resolve();
@@ -184,12 +198,12 @@ class RelayWorker {
   }
 
   /** Resolves when the thread applied it (or exited). */
-  setRefusing(refusing: boolean): Promise<void> {
+  setRefusal(refusal: RefusalCode | null): Promise<void> {
     if (this.exited) return Promise.resolve();
     const id = this.nextId++;
     return new Promise((resolve) => {
-      this.refusingAcks.set(id, resolve);
-      this.send({ type: 'refusing', id, refusing });
+      this.refusalAcks.set(id, resolve);
+      this.send({ type: 'refusal', id, refusal });
     });
   }
 
@@ -215,7 +229,8 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
   let retired = emptySnapshot(); // counters of threads that died, so totals never go down
   let workers: RelayWorker[] = [];
   let opts: RelayThreadOptions = base;
-  let refusing = base.refusing;
+  let refusal = base.refusal;
+  let onReplacement: (tid: number | null) => void = () => {};
 
   const onExit = (w: RelayWorker, code: number): void => {
     if (stopping || !workers.includes(w)) return;
@@ -227,9 +242,12 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
     }
     restarts++;
     log('error', 'relay thread exited unexpectedly; starting a new one', { code, restarts });
-    const replacement = new RelayWorker({ ...opts, refusing }, queue, log, onExit);
+    const replacement = new RelayWorker({ ...opts, refusal }, queue, log, onExit);
     workers = workers.map((x) => (x === w ? replacement : x));
-    replacement.listening.catch((e: unknown) => log('error', 'replacement relay thread could not listen', { err: e }));
+    replacement.listening.then(
+      () => onReplacement(replacement.tid),
+      (e: unknown) => log('error', 'replacement relay thread could not listen', { err: e }),
+    );
   };
 
   // With port 0 every thread must bind the same, as yet unknown port: probe for a free
@@ -255,9 +273,13 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
           { name: 'glitch_forwarder_threads', help: 'Relay threads running.', type: 'gauge', value: workers.filter((w) => !w.exited).length },
           { name: 'glitch_forwarder_thread_restarts_total', help: 'Relay threads replaced after exiting unexpectedly.', type: 'counter', value: restarts },
         ],
-        async setRefusing(value) {
-          refusing = value;
-          await Promise.all(workers.map((w) => w.setRefusing(value)));
+        relayThreadIds: () => workers.filter((w) => !w.exited && w.tid !== null).map((w) => w.tid!),
+        onReplacement(cb) {
+          onReplacement = cb;
+        },
+        async setRefusal(value) {
+          refusal = value;
+          await Promise.all(workers.map((w) => w.setRefusal(value)));
         },
         async stop(graceMs) {
           stopping = true;

@@ -8,7 +8,7 @@ import type { RawCapture } from './capture.js';
 import { Exchange } from './exchange.js';
 import { staticKeyStore, type KeyStore, type StaticKey } from './keys.js';
 import { RelayMetrics, type MetricsSnapshot } from './metrics.js';
-import type { RelayContext, RelaySettings } from './relay-context.js';
+import type { RefusalCode, RelayContext, RelaySettings } from './relay-context.js';
 import type { RelayLog } from './relay-log.js';
 import { createUpstreamClient, type UpstreamClient, type UpstreamClientKind } from './upstream.js';
 
@@ -19,8 +19,8 @@ export const DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES = 32 * 1024 * 1024;
 export interface RelayThreadOptions extends Omit<RelaySettings, 'responseCaptureLimitBytes'> {
   /** See RelaySettings; default DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES. 0 keeps no response body. */
   responseCaptureLimitBytes?: number;
-  /** Admission state at start (see RelayThread.refusing). */
-  refusing: boolean;
+  /** Admission state at start (see RelayThread.refusal). */
+  refusal: RefusalCode | null;
   /** Idle pooled upstream connections are closed after this long. */
   upstreamKeepAliveMs: number;
   /** Longest wait for an upstream connection when all are busy (then 503). */
@@ -69,11 +69,10 @@ export class RelayThread implements RelayContext {
   readonly recording: boolean;
   readonly log: RelayLog;
   /**
-   * Admission: while true every new authenticated request is answered 503
-   * `record_spool_full` without going upstream (the record spool is full and the policy is to
-   * refuse). Set from the main thread.
+   * Admission: while set, every new authenticated request is answered 503 with this code
+   * without going upstream (recording cannot take more). Set from the main thread.
    */
-  refusing: boolean;
+  refusal: RefusalCode | null;
   port = 0;
 
   private readonly app: TemplatedApp;
@@ -96,7 +95,7 @@ export class RelayThread implements RelayContext {
     };
     this.keys = staticKeyStore(options.keys);
     this.recording = options.recording;
-    this.refusing = options.refusing;
+    this.refusal = options.refusal;
     this.log = sinks.log;
     const upstream = new URL(options.upstreamUrl);
     this.basePath = upstream.pathname.replace(/\/+$/, '');

@@ -3,6 +3,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { RelayThread, type RelayThreadOptions } from './relay.js';
 import type { RelayLog } from './relay-log.js';
+import { currentThreadId } from './thread-priority.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 const port = parentPort;
@@ -34,9 +35,9 @@ const relay = new RelayThread(workerData as RelayThreadOptions, {
 
 port.on('message', (m: ToWorker) => {
   if (m.type === 'metrics') post({ type: 'metrics', id: m.id, snapshot: relay.snapshot() });
-  else if (m.type === 'refusing') {
-    relay.refusing = m.refusing;
-    post({ type: 'refusing-set', id: m.id });
+  else if (m.type === 'refusal') {
+    relay.refusal = m.refusal;
+    post({ type: 'refusal-set', id: m.id });
   } else if (m.type === 'stop') {
     void relay.stop(m.graceMs).then(() => {
       post({ type: 'stopped' });
@@ -46,6 +47,6 @@ port.on('message', (m: ToWorker) => {
 });
 
 relay.listen().then(
-  (p) => post({ type: 'listening', port: p }),
+  (p) => post({ type: 'listening', port: p, tid: currentThreadId() }),
   (e: unknown) => post({ type: 'listen-failed', message: (e as Error).message }),
 );

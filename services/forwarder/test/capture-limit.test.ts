@@ -22,7 +22,7 @@ const MIB = 1024 * 1024;
 
 function relayOptions(upstreamUrl: string, extra: Partial<RelayThreadOptions> = {}): RelayThreadOptions {
   return {
-    refusing: false,
+    refusal: null,
     upstreamKeepAliveMs: 4_000,
     upstreamQueueTimeoutMs: 2_000,
     host: '127.0.0.1',

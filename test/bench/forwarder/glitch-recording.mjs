@@ -14,6 +14,9 @@ const forwarder = await startForwarder({
   upstreamUrl: env.GLITCH_UPSTREAM_URL,
   threads: Number(env.GLITCH_FORWARDER_THREADS ?? 1),
   keys: loadKeysFile(env.GLITCH_KEYS_FILE),
+  // Equal priorities: under wrk's saturation an idle-priority recording side would fall
+  // behind and refuse requests (503 record_backlog_full), and this row measures capture cost.
+  recordingPriority: 'normal',
   recorder: {
     record() {
       recorded++;

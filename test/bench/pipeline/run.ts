@@ -13,6 +13,8 @@
 // to fit). Prints a table and writes JSON to test/bench/results/ (gitignored).
 //
 //   npm run bench:pipeline -- --requests=3000 --concurrency=16 --body=16384 --threads=1
+//   npm run bench:pipeline -- --only=latency   (or --only=throughput: one phase)
+//   npm run bench:pipeline -- --recording-priority=normal   (default idle, as the services run)
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
@@ -24,7 +26,7 @@ import { repoRoot, testKey } from '../../support/forwarder.js';
 import { reply, startMockUpstream } from '../../support/mock-upstream.js';
 import { pipelineTopics, messageBody, waitFor } from '../../support/pipeline.js';
 import { startIngestChild } from '../../support/pipeline-ingest.js';
-import { startSensorChild, type SensorChild } from '../../support/pipeline-sensor.js';
+import { startSensorChild, type SensorChild, type SensorChildConfig } from '../../support/pipeline-sensor.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const num = (name: string, fallback: number) => (args.has(name) ? Number(args.get(name)) : fallback);
@@ -37,6 +39,18 @@ const BURST_CONCURRENCY = num('burst-concurrency', 64);
 const ROUNDS = num('rounds', 3);
 /** Paced load for the latency phase (requests started per second); 0 = closed loop (saturation). */
 const RATE = num('rate', 300);
+/** Recording threads' priority (`idle`, the services' default, or `normal`). */
+const PRIORITY = (args.get('recording-priority') ?? 'idle') as 'idle' | 'normal';
+if (PRIORITY !== 'idle' && PRIORITY !== 'normal') {
+  console.error(`--recording-priority must be idle or normal (got ${String(PRIORITY)})`);
+  process.exit(2);
+}
+/** `--only=latency` or `--only=throughput` runs one phase (default both). */
+const ONLY = args.get('only');
+if (ONLY !== undefined && ONLY !== 'latency' && ONLY !== 'throughput') {
+  console.error(`--only must be latency or throughput (got ${ONLY})`);
+  process.exit(2);
+}
 
 interface LatencyResult {
   target: string;
@@ -120,36 +134,43 @@ function summarize(target: string, r: { latencies: number[]; seconds: number }):
 
 const ms = (n: number) => n.toFixed(2);
 
-async function main(): Promise<void> {
-  const mock = await privateKafkaMock();
-  const topics = await pipelineTopics((n, p) => mock.createTopic(n, p), 8);
-  const burstTopics = await pipelineTopics((n, p) => mock.createTopic(n, p), 8);
-  const up = await startMockUpstream({ keepRequests: 0 });
-  // A short streamed answer, immediately: the bench measures the forwarder, not the model.
-  up.respond = () => reply.stream({ content: [{ type: 'text', text: 'Bench answer with a few words in it.' }] });
-  const key = testKey('tenant-bench');
-  const bodies = Array.from({ length: 64 }, (_, i) => messageBody({ tag: `bench-${i}`, seq: i, stream: true, padBytes: BODY_BYTES }));
-  const body = (i: number) => bodies[i % bodies.length]!;
-  const sensorConfig = (recording: boolean, topic = topics.exchanges) => ({ brokers: mock.brokers, topic, upstreamUrl: up.url, keys: [key], spoolDir: mkdtempSync(join(tmpdir(), 'glitch-bench-spool-')), threads: THREADS, recording, logLevel: 'error' });
-  console.log(`[bench] pipeline: ${cpus().length} cores, Node ${process.version}, forwarder threads ${THREADS}, request body ${BODY_BYTES} B, latency phase ${RATE > 0 ? `paced at ${RATE} req/s` : 'closed loop'} with ${CONCURRENCY} clients, kafka: private librdkafka mock ${mock.version}`);
+interface Setup {
+  mock: Awaited<ReturnType<typeof privateKafkaMock>>;
+  up: Awaited<ReturnType<typeof startMockUpstream>>;
+  key: ReturnType<typeof testKey>;
+  body: (i: number) => Buffer;
+  sensorConfig: (recording: boolean, topic: string) => SensorChildConfig;
+}
 
-  // ---- 1. added latency, recording off vs on (alternating rounds, medians of rounds) -------
-  const rounds: { direct: LatencyResult; off: LatencyResult; on: LatencyResult }[] = [];
+interface LatencyReport {
+  rounds: { direct: LatencyResult; off: LatencyResult; on: LatencyResult }[];
+  medians: Record<'direct' | 'off' | 'on', { p50: number; p99: number; mean: number }>;
+  addedOff: { p50: number; p99: number; mean: number };
+  addedOn: { p50: number; p99: number; mean: number };
+  recordingOnVsOffPct: number;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** 1. Added latency, recording off vs on (alternating rounds, medians of rounds). */
+async function latencyPhase(s: Setup): Promise<LatencyReport> {
+  const topic = (await pipelineTopics((n, p) => s.mock.createTopic(n, p), 8)).exchanges;
+  const rounds: LatencyReport['rounds'] = [];
   let on: SensorChild | undefined;
   let off: SensorChild | undefined;
   try {
-    off = await startSensorChild(sensorConfig(false));
-    on = await startSensorChild(sensorConfig(true));
+    off = await startSensorChild(s.sensorConfig(false, topic));
+    on = await startSensorChild(s.sensorConfig(true, topic));
     // Warm up every path (JIT, pools, Kafka producer connection).
-    await load(up.url, null, 300, CONCURRENCY, body);
-    await load(off.url, key.secret, 300, CONCURRENCY, body);
-    await load(on.url, key.secret, 300, CONCURRENCY, body);
+    await load(s.up.url, null, 300, CONCURRENCY, s.body);
+    await load(off.url, s.key.secret, 300, CONCURRENCY, s.body);
+    await load(on.url, s.key.secret, 300, CONCURRENCY, s.body);
     for (let r = 0; r < ROUNDS; r++) {
-      const direct = summarize('direct', await load(up.url, null, LATENCY_REQUESTS, CONCURRENCY, body, RATE));
-      const offR = summarize('forwarder, recording off', await load(off.url, key.secret, LATENCY_REQUESTS, CONCURRENCY, body, RATE));
-      const onR = summarize('forwarder, recording on', await load(on.url, key.secret, LATENCY_REQUESTS, CONCURRENCY, body, RATE));
+      const direct = summarize('direct', await load(s.up.url, null, LATENCY_REQUESTS, CONCURRENCY, s.body, RATE));
+      const offR = summarize('forwarder, recording off', await load(off.url, s.key.secret, LATENCY_REQUESTS, CONCURRENCY, s.body, RATE));
+      const onR = summarize('forwarder, recording on', await load(on.url, s.key.secret, LATENCY_REQUESTS, CONCURRENCY, s.body, RATE));
       rounds.push({ direct, off: offR, on: onR });
-      console.log(`[bench] round ${r + 1}: p50 direct ${ms(direct.p50)} / off ${ms(offR.p50)} / on ${ms(onR.p50)} ms`);
+      console.log(`[bench] round ${r + 1}: p50 direct ${ms(direct.p50)} / off ${ms(offR.p50)} / on ${ms(onR.p50)} ms; mean ${ms(direct.mean)} / ${ms(offR.mean)} / ${ms(onR.mean)} ms`);
     }
     const onStats = await on.stats();
     await waitFor(async () => (await on!.stats()).queued === 0, 60_000, 'recording to catch up');
@@ -158,31 +179,50 @@ async function main(): Promise<void> {
     await off?.stop();
     await on?.stop();
   }
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const pick = (k: 'direct' | 'off' | 'on', f: keyof LatencyResult) => med(rounds.map((r) => r[k][f] as number));
-  const addedOff = { p50: pick('off', 'p50') - pick('direct', 'p50'), p99: pick('off', 'p99') - pick('direct', 'p99'), mean: pick('off', 'mean') - pick('direct', 'mean') };
-  const addedOn = { p50: pick('on', 'p50') - pick('direct', 'p50'), p99: pick('on', 'p99') - pick('direct', 'p99'), mean: pick('on', 'mean') - pick('direct', 'mean') };
-  const totalDiffPct = ((pick('on', 'mean') - pick('off', 'mean')) / pick('off', 'mean')) * 100;
+  const pick = (k: 'direct' | 'off' | 'on', f: keyof LatencyResult) => median(rounds.map((r) => r[k][f] as number));
+  const medians = {
+    direct: { p50: pick('direct', 'p50'), p99: pick('direct', 'p99'), mean: pick('direct', 'mean') },
+    off: { p50: pick('off', 'p50'), p99: pick('off', 'p99'), mean: pick('off', 'mean') },
+    on: { p50: pick('on', 'p50'), p99: pick('on', 'p99'), mean: pick('on', 'mean') },
+  };
+  const added = (k: 'off' | 'on') => ({ p50: medians[k].p50 - medians.direct.p50, p99: medians[k].p99 - medians.direct.p99, mean: medians[k].mean - medians.direct.mean });
+  const report: LatencyReport = { rounds, medians, addedOff: added('off'), addedOn: added('on'), recordingOnVsOffPct: ((medians.on.mean - medians.off.mean) / medians.off.mean) * 100 };
 
-  // ---- 2. throughput: forwarder → Kafka → ClickHouse --------------------------------------
-  const ingest = await startIngestChild({ brokers: mock.brokers, topics: burstTopics, groupId: uniqueName('bench-ingest'), chdbPath: mkdtempSync(join(tmpdir(), 'glitch-bench-chdb-')), batchRows: 2_000, batchMs: 200 });
-  const burstSensor = await startSensorChild(sensorConfig(true, burstTopics.exchanges));
-  let throughput: Record<string, number>;
+  const rows: string[][] = [['target', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'mean ms']];
+  for (const k of ['direct', 'off', 'on'] as const) {
+    rows.push([rounds[0]![k].target, median(rounds.map((x) => x[k].rps)).toFixed(0), ms(pick(k, 'p50')), ms(pick(k, 'p90')), ms(pick(k, 'p99')), ms(pick(k, 'mean'))]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  console.log('');
+  for (const r of rows) console.log(r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
+  console.log('');
+  const { addedOff, addedOn, recordingOnVsOffPct: pct } = report;
+  console.log(`added latency (forwarder − direct), medians of ${ROUNDS} rounds: recording off p50 ${ms(addedOff.p50)} ms, mean ${ms(addedOff.mean)} ms; recording on p50 ${ms(addedOn.p50)} ms, mean ${ms(addedOn.mean)} ms`);
+  console.log(`recording on vs off, mean end-to-end latency through the forwarder: ${pct >= 0 ? '+' : ''}${pct.toFixed(2)} % (goal < 5 %) → ${Math.abs(pct) < 5 ? 'OK' : 'OVER GOAL'}`);
+  return report;
+}
+
+/** 2. Throughput: forwarder → Kafka → ClickHouse, for a burst at high concurrency. */
+async function throughputPhase(s: Setup): Promise<Record<string, number>> {
+  const burstTopics = await pipelineTopics((n, p) => s.mock.createTopic(n, p), 8);
+  const ingest = await startIngestChild({ brokers: s.mock.brokers, topics: burstTopics, groupId: uniqueName('bench-ingest'), chdbPath: mkdtempSync(join(tmpdir(), 'glitch-bench-chdb-')), batchRows: 2_000, batchMs: 200 });
+  let burstSensor: SensorChild | undefined;
   try {
+    const sensor = (burstSensor = await startSensorChild(s.sensorConfig(true, burstTopics.exchanges)));
     // Ingest joins its group before the burst, so the clock measures the pipeline, not the join.
-    await load(burstSensor.url, key.secret, 10, 2, body);
+    await load(sensor.url, s.key.secret, 10, 2, s.body);
     await waitFor(async () => (await ingest.count('SELECT count() FROM exchanges')) >= 10, 120_000, 'ingest joined and storing');
     const baseline = await ingest.count('SELECT count() FROM exchanges');
-    const publishedBefore = (await burstSensor.stats()).published;
+    const publishedBefore = (await sensor.stats()).published;
     const t0 = performance.now();
-    const r = await load(burstSensor.url, key.secret, BURST, BURST_CONCURRENCY, body);
+    const r = await load(sensor.url, s.key.secret, BURST, BURST_CONCURRENCY, s.body);
     const tSent = performance.now();
-    await waitFor(async () => (await burstSensor.stats()).published >= publishedBefore + BURST, 120_000, 'the burst published to Kafka', async () => ({ recorder: await burstSensor.stats(), output: burstSensor.output().slice(-1000) }));
+    await waitFor(async () => (await sensor.stats()).published >= publishedBefore + BURST, 120_000, 'the burst published to Kafka', async () => ({ recorder: await sensor.stats(), output: sensor.output().slice(-1000) }));
     const tKafka = performance.now();
     await waitFor(async () => (await ingest.count('SELECT count() FROM exchanges')) >= baseline + BURST, 300_000, 'the burst in ClickHouse', async () => (await ingest.stats()).stats);
     const tCh = performance.now();
-    const s = await burstSensor.stats();
-    throughput = {
+    const st = await sensor.stats();
+    const throughput = {
       exchanges: BURST,
       concurrency: BURST_CONCURRENCY,
       clientErrors: r.errors,
@@ -192,29 +232,43 @@ async function main(): Promise<void> {
       recordsPerSecondToKafka: BURST / ((tKafka - t0) / 1000),
       toClickHouseSeconds: (tCh - t0) / 1000,
       recordsPerSecondToClickHouse: BURST / ((tCh - t0) / 1000),
-      spooled: s.spooled,
+      spooled: st.spooled,
     };
+    console.log(
+      `throughput: ${throughput.exchanges} exchanges at concurrency ${throughput.concurrency}: clients ${throughput.clientRps.toFixed(0)} req/s; forwarder → Kafka ${throughput.recordsPerSecondToKafka.toFixed(0)} records/s; → ClickHouse ${throughput.recordsPerSecondToClickHouse.toFixed(0)} records/s (${throughput.toClickHouseSeconds.toFixed(1)} s); spooled ${throughput.spooled}, client errors ${throughput.clientErrors}`,
+    );
+    return throughput;
   } finally {
-    await burstSensor.stop();
+    await burstSensor?.stop();
     await ingest.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const mock = await privateKafkaMock();
+  const up = await startMockUpstream({ keepRequests: 0 });
+  // A short streamed answer, immediately: the bench measures the forwarder, not the model.
+  up.respond = () => reply.stream({ content: [{ type: 'text', text: 'Bench answer with a few words in it.' }] });
+  const key = testKey('tenant-bench');
+  const bodies = Array.from({ length: 64 }, (_, i) => messageBody({ tag: `bench-${i}`, seq: i, stream: true, padBytes: BODY_BYTES }));
+  const setup: Setup = {
+    mock,
+    up,
+    key,
+    body: (i: number) => bodies[i % bodies.length]!,
+    sensorConfig: (recording, topic) => ({ brokers: mock.brokers, topic, upstreamUrl: up.url, keys: [key], spoolDir: mkdtempSync(join(tmpdir(), 'glitch-bench-spool-')), threads: THREADS, recording, recordingPriority: PRIORITY, logLevel: 'error' }),
+  };
+  console.log(`[bench] pipeline: ${cpus().length} cores, Node ${process.version}, forwarder threads ${THREADS}, recording priority ${PRIORITY}, request body ${BODY_BYTES} B, latency phase ${RATE > 0 ? `paced at ${RATE} req/s` : 'closed loop'} with ${CONCURRENCY} clients, kafka: private librdkafka mock ${mock.version}`);
+  let latency: LatencyReport | null = null;
+  let throughput: Record<string, number> | null = null;
+  try {
+    if (ONLY !== 'throughput') latency = await latencyPhase(setup);
+    if (ONLY !== 'latency') throughput = await throughputPhase(setup);
+  } finally {
     await up.close();
     await mock.stop();
   }
 
-  // ---- report ---------------------------------------------------------------------------------
-  const rows: [string, string, string, string, string, string][] = [['target', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'mean ms']];
-  for (const k of ['direct', 'off', 'on'] as const) {
-    rows.push([rounds[0]![k].target, med(rounds.map((x) => x[k].rps)).toFixed(0), ms(pick(k, 'p50')), ms(pick(k, 'p90')), ms(pick(k, 'p99')), ms(pick(k, 'mean'))]);
-  }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  console.log('');
-  for (const r of rows) console.log(r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
-  console.log('');
-  console.log(`added latency (forwarder − direct), medians of ${ROUNDS} rounds: recording off p50 ${ms(addedOff.p50)} ms, mean ${ms(addedOff.mean)} ms; recording on p50 ${ms(addedOn.p50)} ms, mean ${ms(addedOn.mean)} ms`);
-  console.log(`recording on vs off, mean end-to-end latency through the forwarder: ${totalDiffPct >= 0 ? '+' : ''}${totalDiffPct.toFixed(2)} % (goal < 5 %) → ${Math.abs(totalDiffPct) < 5 ? 'OK' : 'OVER GOAL'}`);
-  console.log(
-    `throughput: ${throughput.exchanges} exchanges at concurrency ${throughput.concurrency}: clients ${throughput.clientRps!.toFixed(0)} req/s; forwarder → Kafka ${throughput.recordsPerSecondToKafka!.toFixed(0)} records/s; → ClickHouse ${throughput.recordsPerSecondToClickHouse!.toFixed(0)} records/s (${throughput.toClickHouseSeconds!.toFixed(1)} s); spooled ${throughput.spooled}, client errors ${throughput.clientErrors}`,
-  );
   const resultsDir = join(repoRoot, 'test', 'bench', 'results');
   mkdirSync(resultsDir, { recursive: true });
   const file = join(resultsDir, `pipeline-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
@@ -224,8 +278,8 @@ async function main(): Promise<void> {
       {
         at: new Date().toISOString(),
         machine: { cores: cpus().length, node: process.version },
-        config: { latencyRequests: LATENCY_REQUESTS, concurrency: CONCURRENCY, rate: RATE, bodyBytes: BODY_BYTES, threads: THREADS, rounds: ROUNDS, kafka: `librdkafka mock ${mock.version}`, clickhouse: 'chDB (ingest child process)' },
-        latency: { rounds, medians: { direct: { p50: pick('direct', 'p50'), p99: pick('direct', 'p99'), mean: pick('direct', 'mean') }, off: { p50: pick('off', 'p50'), p99: pick('off', 'p99'), mean: pick('off', 'mean') }, on: { p50: pick('on', 'p50'), p99: pick('on', 'p99'), mean: pick('on', 'mean') } }, addedOff, addedOn, recordingOnVsOffPct: totalDiffPct },
+        config: { recordingPriority: PRIORITY, latencyRequests: LATENCY_REQUESTS, concurrency: CONCURRENCY, rate: RATE, bodyBytes: BODY_BYTES, threads: THREADS, rounds: ROUNDS, kafka: `librdkafka mock ${mock.version}`, clickhouse: 'chDB (ingest child process)' },
+        latency,
         throughput,
       },
       null,

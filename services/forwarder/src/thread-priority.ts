@@ -1,0 +1,111 @@
+// Scheduling priority of the forwarder's threads (Linux). With a recorder, relay threads
+// relay and every other thread of the process records: completing captures, building and
+// compressing records, Kafka, the spool, and V8's helper threads doing their garbage
+// collection. Measured on 2 cores (docs/benchmarks.md), that work competing with the relay
+// at equal priority added tens of percent to end-to-end latency; at nice 19 still ~+34 %,
+// because a lower-weighted thread is not preempted at once when a relay thread wakes up.
+// SCHED_IDLE threads are: the kernel runs them only on CPU nobody else wants, so recording
+// takes no time from relaying. The price is that under sustained CPU saturation recording
+// falls behind (its queue then spills to the disk spool, all counted in metrics) and the
+// admin port, served by the main thread, answers late.
+//
+// Policies are per thread and inherited by threads created later, and an unprivileged
+// process cannot raise a thread back: relay threads are started first, then everything
+// else is lowered. A relay thread replaced after a crash is started by the (lowered) main
+// thread and inherits its policy; the forwarder logs that.
+//
+// Node has no sched_setscheduler binding, so SCHED_IDLE is set with `chrt` (util-linux, on
+// every Debian/Ubuntu system); without it the threads get nice 19 (os.setPriority) instead.
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
+
+export type RecordingPriority = 'idle' | 'normal';
+
+export interface LoweredThreads {
+  /** How the threads were lowered: `sched_idle` (chrt), `nice` (nice 19, chrt missing or refused), or `none`. */
+  mechanism: 'sched_idle' | 'nice' | 'none';
+  /** Thread ids lowered. */
+  lowered: number[];
+  /** Why nothing (or only nice) was applied, for the log. */
+  detail?: string;
+}
+
+/** Kernel policy numbers as in /proc/<pid>/task/<tid>/stat field 41. */
+export const SCHED_OTHER = 0;
+export const SCHED_IDLE = 5;
+
+/** The calling thread's kernel thread id, or null where /proc/thread-self does not exist (not Linux). */
+export function currentThreadId(): number | null {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    return Number.isSafeInteger(tid) && tid > 0 ? tid : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Thread ids of this process (empty where /proc is missing). */
+export function processThreadIds(): number[] {
+  try {
+    return readdirSync('/proc/self/task').map(Number).filter((t) => Number.isSafeInteger(t) && t > 0);
+  } catch {
+    return [];
+  }
+}
+
+/** Scheduling policy of a thread of process `pid` (SCHED_OTHER, SCHED_IDLE, …), null if unreadable. */
+export function threadPolicy(pid: number, tid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields after the command start at field 3; policy is field 41.
+    const policy = Number(fields[41 - 3]);
+    return Number.isInteger(policy) ? policy : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Sets SCHED_IDLE on one thread; resolves with why it failed, or null. */
+function chrtIdle(tid: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    execFile('chrt', ['--idle', '--pid', '0', String(tid)], { timeout: 5_000 }, (err, _stdout, stderr) => {
+      if (!err) return resolve(null);
+      const code = (err as NodeJS.ErrnoException).code;
+      resolve(code === 'ENOENT' ? 'chrt not found (apt-get install util-linux)' : `chrt failed: ${String(stderr).trim() || err.message}`);
+    });
+  });
+}
+
+function threadExists(tid: number): boolean {
+  return existsSync(`/proc/self/task/${tid}`);
+}
+
+/**
+ * Lowers every thread of this process except `keep` (the relay threads) to SCHED_IDLE, or to
+ * nice 19 where chrt is missing or refuses. Threads that exit meanwhile are skipped.
+ */
+export async function lowerThreadsExcept(keep: readonly number[]): Promise<LoweredThreads> {
+  if (process.platform !== 'linux') return { mechanism: 'none', lowered: [], detail: `thread priorities are only managed on Linux (this is ${process.platform})` };
+  const targets = processThreadIds().filter((t) => !keep.includes(t));
+  if (targets.length === 0) return { mechanism: 'none', lowered: [], detail: 'no threads to lower (/proc/self/task unreadable?)' };
+  const results = await Promise.all(targets.map(async (tid) => ({ tid, failure: await chrtIdle(tid) })));
+  const lowered: number[] = [];
+  let fallback: string | null = null;
+  for (const { tid, failure } of results) {
+    if (failure === null) {
+      lowered.push(tid);
+      continue;
+    }
+    if (!threadExists(tid)) continue;
+    fallback ??= failure;
+    try {
+      setPriority(tid, 19);
+      lowered.push(tid);
+    } catch {
+      /* the thread exited */
+    }
+  }
+  return fallback === null ? { mechanism: 'sched_idle', lowered } : { mechanism: 'nice', lowered, detail: fallback };
+}
