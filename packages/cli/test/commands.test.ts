@@ -13,7 +13,7 @@ const env = { GLITCH_DATA_DIR: mkdtempSync(join(tmpdir(), 'glitch-cli-')), GLITC
 test('glitch migrate creates the database, is idempotent, and applies the retention setting', async () => {
   const first: string[] = [];
   const r = await migrate(env, (l) => first.push(l));
-  assert.deepEqual(r.applied, [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(r.applied, [1, 2, 3, 4, 5, 6, 7]);
   assert.deepEqual(first, [
     `ClickHouse: chDB at ${join(env.GLITCH_DATA_DIR, 'clickhouse')}, database glitch`,
     'applied 0001_exchanges',
@@ -22,14 +22,15 @@ test('glitch migrate creates the database, is idempotent, and applies the retent
     'applied 0004_policy_updates',
     'applied 0005_usage_hourly',
     'applied 0006_exchanges_response_truncation',
+    'applied 0007_usage_response_wire_bytes',
     'retention: 90 days',
   ]);
   const second: string[] = [];
   await migrate(env, (l) => second.push(l));
-  assert.deepEqual(second.slice(1), ['schema up to date (6 migrations applied earlier)', 'retention: 90 days']);
+  assert.deepEqual(second.slice(1), ['schema up to date (7 migrations applied earlier)', 'retention: 90 days']);
   const third: string[] = [];
   await migrate({ ...env, GLITCH_RETENTION_DAYS: '30' }, (l) => third.push(l));
-  assert.deepEqual(third.slice(1), ['schema up to date (6 migrations applied earlier)', 'retention: 30 days (TTL changed on exchanges, security_events, findings)']);
+  assert.deepEqual(third.slice(1), ['schema up to date (7 migrations applied earlier)', 'retention: 30 days (TTL changed on exchanges, security_events, findings)']);
 });
 
 test('glitch sql prints a table per statement', async () => {

@@ -57,6 +57,16 @@ test('the same batch inserted twice with the same token is stored once (rollup i
   assert.equal(await scalar('SELECT sum(input_tokens) FROM usage_hourly'), '3000');
 });
 
+test('the rollup counts response bytes as upstream sent them: a truncated body in full, a stream as its events', async () => {
+  await fresh();
+  const events = 'event: message_start\ndata: {"type":"message_start"}\n\n'.repeat(10);
+  const stream = makeExchange({ events });
+  const truncated = makeExchange({ events: null, responseBody: 'x'.repeat(100), bodyTruncated: true, bodyWireBytes: 1_000_000 });
+  const older = makeExchange({ events: null, responseBody: 'y'.repeat(40), bodyWireBytes: null }); // stored before wire bytes were recorded
+  await insertExchanges(ch.client, batchOf([stream, truncated, older]), dedupToken('exchanges', [{ topic: 'glitch.exchanges.v1', partition: 0, firstOffset: 100, lastOffset: 102 }]));
+  assert.equal(await scalar('SELECT sum(response_bytes) FROM usage_hourly'), String(Buffer.byteLength(events) + 1_000_000 + 40));
+});
+
 test('a replay under a different token stores a second copy that FINAL collapses', async () => {
   await fresh();
   const records = [makeExchange(), makeExchange()];
@@ -112,7 +122,7 @@ test('response truncation: stored in its columns and read back; rows from before
   const { response_body_truncated: _t, response_body_wire_bytes: _w, ...oldRow } = exchangeRow(old, { topic: 't', partition: 0, offset: 0 });
   await ch.client.insert({ table: 'exchanges', values: [oldRow], format: 'JSONEachRow' });
   const r = await migrate(ch.client);
-  assert.deepEqual(r.applied, [6]);
+  assert.deepEqual(r.applied, [6, 7]);
 
   const cut = makeExchange({ bodyTruncated: true, bodyWireBytes: 256 * 1024 * 1024 });
   const whole = makeExchange({ events: null, responseBody: '{"ok":true}' });

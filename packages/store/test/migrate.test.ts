@@ -20,7 +20,7 @@ async function tables(): Promise<string[]> {
 test('migrations apply once; a second run applies nothing and changes nothing', async () => {
   const db = await ch.reset();
   const shipped = loadMigrations().map((m) => m.version);
-  assert.deepEqual(shipped, [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(shipped, [1, 2, 3, 4, 5, 6, 7]);
 
   const first = await migrate(ch.client);
   assert.equal(first.database, db);
@@ -36,7 +36,7 @@ test('migrations apply once; a second run applies nothing and changes nothing', 
   const rs = await ch.client.query({ query: 'SELECT version, name FROM schema_migrations FINAL ORDER BY version', format: 'JSONEachRow' });
   assert.deepEqual(
     (await rs.json<{ version: number; name: string }>()).map((r) => `${r.version}:${r.name}`),
-    ['1:exchanges', '2:security_events', '3:findings', '4:policy_updates', '5:usage_hourly', '6:exchanges_response_truncation'],
+    ['1:exchanges', '2:security_events', '3:findings', '4:policy_updates', '5:usage_hourly', '6:exchanges_response_truncation', '7:usage_response_wire_bytes'],
   );
 });
 
@@ -71,7 +71,7 @@ test('migrate({ database }) creates the database and migrates it', async () => {
     if (ch.kind === 'chdb') {
       const r = await migrate(ch.client, { database: other });
       assert.equal(r.database, other);
-      assert.deepEqual(r.applied, [1, 2, 3, 4, 5, 6]);
+      assert.deepEqual(r.applied, [1, 2, 3, 4, 5, 6, 7]);
       const rs = await ch.client.query({ query: `SELECT count() AS n FROM system.tables WHERE database = '${other}'`, format: 'JSONEachRow' });
       assert.deepEqual(await rs.json(), [{ n: '7' }]);
     } else {

@@ -427,7 +427,7 @@ export class Exchange implements UpstreamHandler {
     if (this.abortReason !== null) abort(this.abortReason);
   }
 
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string, lowerNames?: string[]): boolean {
     if (statusCode < 200) return true; // informational; the final response follows
     const t = performance.now();
     this.tFirstByte = t;
@@ -439,11 +439,12 @@ export class Exchange implements UpstreamHandler {
     this.rawHeaders = rawHeaders;
     if (this.clientGone) return false;
 
-    const names: string[] = [];
+    const names: string[] = lowerNames ?? [];
     let contentLength = -1;
-    for (let i = 0; i < rawHeaders.length; i += 2) {
-      const name = rawHeaders[i]!.toString('latin1').toLowerCase();
-      names.push(name);
+    for (let i = 0, j = 0; i < rawHeaders.length; i += 2, j++) {
+      let name: string;
+      if (lowerNames !== undefined) name = lowerNames[j]!;
+      else names.push((name = rawHeaders[i]!.toString('latin1').toLowerCase()));
       if (name.length === 14 && name === 'content-length') contentLength = Number(rawHeaders[i + 1]!.toString('latin1'));
       else if (name.length === 10 && name === 'connection') {
         for (const t of connectionTokens(rawHeaders[i + 1]!.toString('latin1'))) (this.listedHopByHop ??= new Set()).add(t);

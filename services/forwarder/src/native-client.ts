@@ -336,28 +336,36 @@ class UpstreamConnection {
     const statusText = statusEnd > start + 13 ? buf.toString('latin1', start + 13, statusEnd) : '';
 
     const raw: Buffer[] = [];
+    /** Lower-cased names, one per header: the handler needs them, and here they cost one decode. */
+    const names: string[] = [];
     let contentLength = -1;
     let chunked = false;
     let hasTransferEncoding = false;
     let close = http10;
     let pos = lineEnd + 1;
     const stop = end + 2; // through the line break of the last header line
+    // Header lines are short: plain loops beat Buffer#indexOf's native call per search.
     while (pos < stop) {
-      let nl = buf.indexOf(LF, pos);
-      if (nl === -1 || nl > stop) nl = stop;
+      let nl = pos;
+      while (nl < stop && buf[nl] !== LF) nl++;
       const lineStop = buf[nl - 1] === CR ? nl - 1 : nl;
       if (lineStop > pos) {
         const first = buf[pos]!;
         if (first === 0x20 || first === 0x09) throw new UpstreamError('HPE_INVALID_HEADER_TOKEN', 'obsolete line folding in upstream response');
-        const colon = buf.indexOf(0x3a, pos);
-        if (colon === -1 || colon >= lineStop || colon === pos) throw new UpstreamError('HPE_INVALID_HEADER_TOKEN', 'invalid upstream header line');
-        for (let i = pos; i < colon; i++) if (!isTokenChar(buf[i]!)) throw new UpstreamError('HPE_INVALID_HEADER_TOKEN', 'invalid upstream header name');
+        let colon = pos;
+        while (colon < lineStop && buf[colon] !== 0x3a) {
+          if (!isTokenChar(buf[colon]!)) throw new UpstreamError('HPE_INVALID_HEADER_TOKEN', 'invalid upstream header name');
+          colon++;
+        }
+        if (colon >= lineStop || colon === pos) throw new UpstreamError('HPE_INVALID_HEADER_TOKEN', 'invalid upstream header line');
         const [vs, ve] = trimOws(buf, colon + 1, lineStop);
         raw.push(buf.subarray(pos, colon), buf.subarray(vs, ve));
+        // Token characters are ASCII: the latin1 string is the name exactly.
+        const lower = buf.toString('latin1', pos, colon).toLowerCase();
+        names.push(lower);
         const len = colon - pos;
         // Only framing headers are interpreted here; their name lengths filter cheaply.
         if (len === 14 || len === 17 || len === 10) {
-          const lower = buf.toString('latin1', pos, colon).toLowerCase();
           if (lower === 'content-length') {
             const v = buf.toString('latin1', vs, ve);
             if (!isDigits(v)) throw new UpstreamError('HPE_INVALID_CONTENT_LENGTH', 'invalid upstream content-length');
@@ -408,7 +416,7 @@ class UpstreamConnection {
       this.reusable = false;
     }
     this.limitMs = this.request!.bodyTimeout;
-    if (this.handler!.onHeaders(status, raw, this.resume, statusText) === false) {
+    if (this.handler!.onHeaders(status, raw, this.resume, statusText, names) === false) {
       this.paused = true;
       this.socket.pause();
     }

@@ -24,8 +24,11 @@ export interface UpstreamRequest {
 export interface UpstreamHandler {
   /** `abort` cancels this request (its connection is not reused). */
   onConnect(abort: (err?: Error) => void): void;
-  /** Return false to pause the body until `resume` is called. */
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean;
+  /**
+   * Return false to pause the body until `resume` is called. `lowerNames` (native client
+   * only): the header names lower-cased, one per name/value pair of rawHeaders.
+   */
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string, lowerNames?: string[]): boolean;
   /**
    * Return false to pause. `chunk` may be a view into a reused read buffer: it is valid only
    * during this call, so whatever the handler keeps it must copy.
