@@ -9,6 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { IngestStats } from '@glitch/ingest';
+import { faultyClickHouse, type ClickHouseFaults } from './faulty-clickhouse.js';
 import { repoRoot } from './forwarder.js';
 import type { PipelineTopics } from './pipeline.js';
 
@@ -23,12 +24,7 @@ export interface IngestChildConfig {
   batchMs?: number;
 }
 
-export interface FaultState {
-  down: boolean;
-  failedCalls: number;
-  exchangeInserts: number;
-  hungInserts: number;
-}
+export type FaultState = ClickHouseFaults;
 
 type ToIngest = { type: 'query'; id: number; sql: string } | { type: 'stats'; id: number } | { type: 'clickhouse'; id: number; down: boolean };
 type FromIngest =
@@ -45,30 +41,8 @@ async function main(): Promise<void> {
   const config = JSON.parse(process.env.GLITCH_TEST_INGEST ?? '') as IngestChildConfig;
   const logger = createLogger({ name: 'pipeline-ingest', level: 'error' });
   const real = await openDatabase({ kind: 'chdb', path: config.chdbPath }, 'glitch', { create: true });
-  const fault: FaultState = { down: false, failedCalls: 0, exchangeInserts: 0, hungInserts: 0 };
-  const client = new Proxy(real, {
-    get(target, prop, receiver) {
-      const value = Reflect.get(target, prop, receiver) as unknown;
-      if (typeof value !== 'function') return value;
-      const fn = value as (...args: unknown[]) => Promise<unknown>;
-      if (prop !== 'insert' && prop !== 'query' && prop !== 'command') return fn.bind(target);
-      return async (...args: unknown[]) => {
-        if (fault.down) {
-          fault.failedCalls++;
-          throw new Error('ClickHouse unavailable (injected by the test)');
-        }
-        const result = await fn.apply(target, args);
-        if (prop === 'insert' && (args[0] as { table?: string } | undefined)?.table === 'exchanges') {
-          fault.exchangeInserts++;
-          if (fault.exchangeInserts === config.hangAfterInsert) {
-            fault.hungInserts++;
-            return new Promise<never>(() => {});
-          }
-        }
-        return result;
-      };
-    },
-  });
+  const { client, faults: fault } = faultyClickHouse(real);
+  if (config.hangAfterInsert !== undefined) fault.hang = { table: 'exchanges', nth: config.hangAfterInsert };
   const ingest = await startIngest({
     kafka: { brokers: config.brokers, consumer: { sessionTimeoutMs: 6_000, heartbeatIntervalMs: 500, maxWaitTimeMs: 100 } },
     clickhouse: { client },

@@ -1,4 +1,5 @@
-// Shared by the ingest tests: waiting, counting, reading records back, fault injection.
+// Shared by the ingest tests: waiting, counting, reading records back. Fault injection:
+// test/support/faulty-clickhouse.ts.
 import assert from 'node:assert/strict';
 import type { ExchangeRecord } from '@glitch/records';
 import { exchangeFromRow, type ClickHouseClient, type ExchangeRow } from '@glitch/store';
@@ -31,43 +32,4 @@ export async function assertStoredExactlyOnce(client: ClickHouseClient, records:
     // Whole-record equality: bodies (and their encodings and sizes) are byte-for-byte equal.
     assert.deepEqual(back, r, `record ${r.id} reads back identical`);
   }
-}
-
-/**
- * Test-only fault injection. chDB runs inside the test process, so ClickHouse cannot be
- * stopped like a server; instead this wraps the client so calls fail (or an insert lands
- * but never answers) while a flag is set.
- */
-export function faultyClient(client: ClickHouseClient) {
-  const state = {
-    /** Every query, insert and command throws while true. */
-    down: false,
-    failedCalls: 0,
-    /** The next insert into this table reaches ClickHouse, then never resolves (a crash after the ack). */
-    hangAfterInsertInto: null as string | null,
-    hungInserts: 0,
-  };
-  const proxy = new Proxy(client, {
-    get(target, prop, receiver) {
-      const value = Reflect.get(target, prop, receiver) as unknown;
-      if (typeof value !== 'function') return value;
-      const fn = value as (...args: unknown[]) => Promise<unknown>;
-      if (prop !== 'insert' && prop !== 'query' && prop !== 'command') return fn.bind(target);
-      return async (...args: unknown[]) => {
-        if (state.down) {
-          state.failedCalls++;
-          throw new Error('ClickHouse unavailable (injected by the test)');
-        }
-        const result = await fn.apply(target, args);
-        const table = (args[0] as { table?: string } | undefined)?.table;
-        if (prop === 'insert' && table !== undefined && table === state.hangAfterInsertInto) {
-          state.hangAfterInsertInto = null;
-          state.hungInserts++;
-          return new Promise<never>(() => {});
-        }
-        return result;
-      };
-    },
-  });
-  return { client: proxy, state };
 }

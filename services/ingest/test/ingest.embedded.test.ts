@@ -9,7 +9,8 @@ import { ExchangeRecord, Finding, TOPICS, encode } from '@glitch/records';
 import { clickhouse, type ClickHouseEnv } from '../../../test/harness/clickhouse.js';
 import { uniqueName } from '../../../test/harness/env.js';
 import { bigBody, makeExchange, makeFinding } from '../../../test/fixtures/exchange-records.js';
-import { assertStoredExactlyOnce, faultyClient, scalar, waitFor } from './helpers.js';
+import { faultyClickHouse, hangNextInsert } from '../../../test/support/faulty-clickhouse.js';
+import { assertStoredExactlyOnce, scalar, waitFor } from './helpers.js';
 
 const logger = createLogger({ name: 'ingest-test', level: 'error' });
 let ch: ClickHouseEnv;
@@ -93,10 +94,10 @@ test('stop() while ClickHouse is down gives up after the grace period and commit
   await ch.reset();
   const bus = createMemoryBus({ logger });
   const groupId = uniqueName('ingest');
-  const faulty = faultyClient(ch.client);
+  const faulty = faultyClickHouse(ch.client);
   const first = await startIngest({ bus, clickhouse: { client: faulty.client }, groupId, batchRows: 1, batchMs: 50, stopGraceMs: 500, backoff: { initialMs: 50, maxMs: 200 }, logger });
   const records = Array.from({ length: 3 }, () => makeExchange());
-  faulty.state.down = true;
+  faulty.faults.down = true;
   for (const r of records) await bus.publishRecord(TOPICS.exchanges, r.sessionId, Buffer.from(encode(ExchangeRecord, r)));
   await waitFor(() => first.stats().clickhouseFailures >= 2, 10_000, 'failing inserts');
   const started = Date.now();
@@ -105,7 +106,7 @@ test('stop() while ClickHouse is down gives up after the grace period and commit
   assert.equal(first.stats().exchangesInserted, 0);
   assert.equal(first.stats().bus.committed[`${TOPICS.exchanges}/0`] ?? '0', '0', 'nothing committed past the failed rows');
 
-  faulty.state.down = false;
+  faulty.faults.down = false;
   const second = await startIngest({ bus, clickhouse: { client: ch.client }, groupId, batchRows: 1, batchMs: 50, logger });
   try {
     await waitFor(() => second.stats().exchangesInserted >= 3, 10_000, 'the uncommitted records, redelivered');

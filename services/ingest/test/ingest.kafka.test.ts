@@ -11,7 +11,8 @@ import { clickhouse, type ClickHouseEnv } from '../../../test/harness/clickhouse
 import { uniqueName } from '../../../test/harness/env.js';
 import { kafka, privateKafkaMock, type KafkaEnv } from '../../../test/harness/kafka.js';
 import { bigBody, makeExchange, makeFinding } from '../../../test/fixtures/exchange-records.js';
-import { assertStoredExactlyOnce, faultyClient, scalar, waitFor } from './helpers.js';
+import { faultyClickHouse, hangNextInsert } from '../../../test/support/faulty-clickhouse.js';
+import { assertStoredExactlyOnce, scalar, waitFor } from './helpers.js';
 
 const logger = createLogger({ name: 'ingest-test', level: 'error' });
 const CHUNK_BYTES = 900 * 1024;
@@ -193,7 +194,7 @@ test('ingest killed after ClickHouse acked but before committing, then restarted
   const topics = await freshTopics(broker.createTopic, 2);
   const pub = publisher(broker.brokers);
   const groupId = uniqueName('ingest');
-  const faulty = faultyClient(ch.client);
+  const faulty = faultyClickHouse(ch.client);
   const batches = [0, 1, 2].map(() => Array.from({ length: 10 }, (_, i) => makeExchange({ sessionId: `00000000-0000-4000-8000-00000000000${i % 4}` })));
   const first = await startIngest(ingestOptions(broker.brokers, topics, groupId, { clickhouse: { client: faulty.client }, batchRows: 1_000, batchMs: 300 }));
   let second: Ingest | undefined;
@@ -202,9 +203,9 @@ test('ingest killed after ClickHouse acked but before committing, then restarted
     await waitFor(() => first.stats().exchangesInserted >= 10, 60_000, 'the first batch inserted');
     await waitFor(async () => Object.values(await committedOffsets(broker.brokers, groupId, topics.exchanges)).reduce((n, o) => n + Math.max(0, Number(o)), 0) === 10, 20_000, 'the first batch committed');
 
-    faulty.state.hangAfterInsertInto = 'exchanges'; // the next insert lands, then the process "dies"
+    hangNextInsert(faulty.faults, 'exchanges'); // the next insert lands, then the process "dies"
     await publishAll(pub, topics.exchanges, batches[1]!);
-    await waitFor(() => faulty.state.hungInserts === 1, 60_000, 'the second batch to reach ClickHouse');
+    await waitFor(() => faulty.faults.hungInserts === 1, 60_000, 'the second batch to reach ClickHouse');
     await waitFor(async () => (await scalar(ch.client, 'SELECT count() FROM exchanges')) === 20, 10_000, 'ClickHouse holding both batches');
     await first.abort();
     const committed = await committedOffsets(broker.brokers, groupId, topics.exchanges);
@@ -229,10 +230,10 @@ test('ClickHouse unavailable: ingest pauses, backs off, commits nothing, then st
   const topics = await freshTopics(broker.createTopic, 2);
   const pub = publisher(broker.brokers);
   const groupId = uniqueName('ingest');
-  const faulty = faultyClient(ch.client);
+  const faulty = faultyClickHouse(ch.client);
   const ingest = await startIngest(ingestOptions(broker.brokers, topics, groupId, { clickhouse: { client: faulty.client }, backoff: { initialMs: 100, maxMs: 600 } }));
   try {
-    faulty.state.down = true;
+    faulty.faults.down = true;
     const records = Array.from({ length: 15 }, (_, i) => makeExchange({ sessionId: `00000000-0000-4000-8000-00000000000${i % 3}` }));
     await publishAll(pub, topics.exchanges, records);
     await waitFor(() => ingest.stats().clickhouseFailures >= 5, 60_000, 'repeated ClickHouse failures');
@@ -247,13 +248,13 @@ test('ClickHouse unavailable: ingest pauses, backs off, commits nothing, then st
     assert.ok(waits.length >= 4 && Math.max(...waits) > 2 * Math.min(...waits), `back-off grows: ${waits.join(', ')}`);
     assert.ok(Math.max(...waits) <= 600 * 1.2, `back-off capped: ${waits.join(', ')}`);
 
-    faulty.state.down = false;
+    faulty.faults.down = false;
     await waitFor(() => ingest.stats().exchangesInserted >= records.length, 30_000, 'everything stored after ClickHouse returns');
     assert.equal(ingest.stats().paused, false);
     await assertStoredExactlyOnce(ch.client, records);
     await waitFor(async () => Object.values(await committedOffsets(broker.brokers, groupId, topics.exchanges)).reduce((n, o) => n + Math.max(0, Number(o)), 0) === 15, 20_000, 'offsets committed after the insert');
   } finally {
-    faulty.state.down = false;
+    faulty.faults.down = false;
     await ingest.stop();
     await pub.close();
   }
