@@ -257,6 +257,31 @@ static int handle_command(char *line, char *out, size_t outsz) {
                         snprintf(out, outsz, "err %s\n", rd_kafka_err2name(e));
                 else
                         snprintf(out, outsz, "ok\n");
+        } else if (!strcmp(argv[0], "errors")) {
+                /* errors <apiKey> <errorCode>...: the next requests of that
+                 * API, from any client, are answered with these errors, one
+                 * each, in order (fault injection for tests). */
+                rd_kafka_resp_err_t errs[16];
+                int i;
+                long api;
+                if (argc < 3 || argc - 2 > 16 ||
+                    !parse_int(argv[1], 0, 1000, &api)) {
+                        snprintf(out, outsz,
+                                 "err usage: errors <apiKey> <errorCode>... "
+                                 "(at most 16)\n");
+                        return 0;
+                }
+                for (i = 2; i < argc; i++) {
+                        if (!parse_int(argv[i], 1, 1000, &v)) {
+                                snprintf(out, outsz, "err bad error code %s\n",
+                                         argv[i]);
+                                return 0;
+                        }
+                        errs[i - 2] = (rd_kafka_resp_err_t)v;
+                }
+                rd_kafka_mock_push_request_errors_array(
+                    mcluster, (int16_t)api, (size_t)(argc - 2), errs);
+                snprintf(out, outsz, "ok\n");
         } else {
                 snprintf(out, outsz, "err unknown command %s\n", argv[0]);
         }

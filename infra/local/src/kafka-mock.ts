@@ -50,6 +50,11 @@ export interface KafkaMockControl {
   setBrokerDown(id?: number): Promise<void>;
   /** Brings a broker back up. No id = every broker. */
   setBrokerUp(id?: number): Promise<void>;
+  /**
+   * The next requests of Kafka API `apiKey` (e.g. 14 = SyncGroup), from any client, are
+   * answered with these error codes, one per request, in order (at most 16).
+   */
+  pushRequestErrors(apiKey: number, errorCodes: number[]): Promise<void>;
   /** Bootstrap list as the mock reports it, e.g. "127.0.0.1:39092,127.0.0.1:41234". */
   bootstrapServers(): Promise<string>;
   /** librdkafka version string of the launcher, e.g. "2.0.2". */
@@ -236,6 +241,11 @@ function controlClient(controlAddress: string): KafkaMockControl {
     },
     async setBrokerUp(id) {
       await expectOk(controlAddress, `up ${brokerArg(id)}`);
+    },
+    async pushRequestErrors(apiKey, errorCodes) {
+      if (!Number.isInteger(apiKey) || apiKey < 0) throw new Error(`bad API key ${apiKey}`);
+      if (errorCodes.length === 0 || errorCodes.length > 16 || !errorCodes.every((c) => Number.isInteger(c) && c > 0)) throw new Error(`bad error codes ${JSON.stringify(errorCodes)}`);
+      await expectOk(controlAddress, `errors ${apiKey} ${errorCodes.join(' ')}`);
     },
     bootstrapServers: () => expectOk(controlAddress, 'bootstrap'),
     librdkafkaVersion: () => expectOk(controlAddress, 'version'),
