@@ -5,8 +5,9 @@
 // at equal priority added tens of percent to end-to-end latency; at nice 19 still ~+34 %,
 // because a lower-weighted thread is not preempted at once when a relay thread wakes up.
 // SCHED_IDLE threads are: the kernel runs them only on CPU nobody else wants, so recording
-// takes no time from relaying. The price is that under sustained CPU saturation recording
-// falls behind (its queue then spills to the disk spool, all counted in metrics) and the
+// yields the CPU to relaying at once. The price is that under sustained CPU saturation
+// recording falls behind: records wait in the disk spool, and past the recording backlog's
+// bound new requests are refused (503 record_backlog_full), all counted in metrics; the
 // admin port, served by the main thread, answers late.
 //
 // Policies are per thread and inherited by threads created later, and an unprivileged
