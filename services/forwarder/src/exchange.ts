@@ -71,6 +71,13 @@ function concatOwned(parts: readonly Uint8Array[], total: number): Buffer {
   return out;
 }
 
+/** The names of a flat [name, value, …] header list, lower-cased (undici's path; the native client hands them over). */
+function lowerCaseNames(rawHeaders: readonly Buffer[]): string[] {
+  const names: string[] = [];
+  for (let i = 0; i < rawHeaders.length; i += 2) names.push(rawHeaders[i]!.toString('latin1').toLowerCase());
+  return names;
+}
+
 /** RFC 9110 Content-Length: 1*DIGIT. Number() would also take ` 5`, `0x5`, `1e3` or ``. */
 function contentLengthValue(v: string): number {
   if (v.length === 0 || v.length > 15) return -2;
@@ -439,12 +446,10 @@ export class Exchange implements UpstreamHandler {
     this.rawHeaders = rawHeaders;
     if (this.clientGone) return false;
 
-    const names: string[] = lowerNames ?? [];
+    const names = lowerNames ?? lowerCaseNames(rawHeaders);
     let contentLength = -1;
     for (let i = 0, j = 0; i < rawHeaders.length; i += 2, j++) {
-      let name: string;
-      if (lowerNames !== undefined) name = lowerNames[j]!;
-      else names.push((name = rawHeaders[i]!.toString('latin1').toLowerCase()));
+      const name = names[j]!;
       if (name.length === 14 && name === 'content-length') contentLength = Number(rawHeaders[i + 1]!.toString('latin1'));
       else if (name.length === 10 && name === 'connection') {
         for (const t of connectionTokens(rawHeaders[i + 1]!.toString('latin1'))) (this.listedHopByHop ??= new Set()).add(t);

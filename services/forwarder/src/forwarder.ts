@@ -86,9 +86,10 @@ export interface ForwarderOptions {
    */
   recordingPriority?: RecordingPriority;
   /**
-   * Bounds of the recording backlog (captures not yet handed to the recorder): past half of
-   * either, new requests are refused with 503 record_backlog_full until it is under a
-   * quarter; past maxPendingBytes captures are dropped. Default 256 MiB / 10,000 captures.
+   * Bounds of the recording backlog (captures not yet handed to the recorder): from
+   * `backlogCaptures` captures or half of `maxPendingBytes`, new requests are refused with 503
+   * record_backlog_full until both are under a quarter of that; past `maxPendingBytes`
+   * captures are dropped. Default 10,000 captures / 256 MiB.
    */
   recordingLimits?: Partial<RecordingLimits>;
   /** Admission hook for the record spool's `refuse` policy (default: the recorder's); see also RunningForwarder.setRefusing. */

@@ -1,11 +1,12 @@
 // The recorder side of the capture hook (main thread): completes raw captures (decode,
 // SSE reassembly) after the client has its response and hands them to the Recorder. The
 // backlog is what recording has not got to yet (it is CPU-bound, and with
-// GLITCH_RECORDING_PRIORITY=idle it only runs on CPU the relay leaves free). Past half its
-// bound the queue says it is backlogged, and the forwarder refuses new requests (503
-// record_backlog_full) until it is under a quarter again, so a relay that outpaces recording
-// slows down instead of losing records. Past the bound (captures of exchanges already in
-// flight when refusing began) captures are dropped, counted and logged, never queued forever.
+// GLITCH_RECORDING_PRIORITY=idle it only runs on CPU the relay leaves free). At
+// `backlogCaptures` captures or half its byte bound the queue says it is backlogged, and the
+// forwarder refuses new requests (503 record_backlog_full) until it is under a quarter of
+// that, so a relay that outpaces recording slows down instead of losing records. Past the
+// byte bound (captures of exchanges already in flight when refusing began) captures are
+// dropped, counted and logged, never queued forever.
 import { completeCapture, completeCaptureNow, type CapturedExchange, type RawCapture, type Recorder } from './capture.js';
 import type { ScalarMetric } from './metrics.js';
 import type { RelayLog } from './relay-log.js';
@@ -55,7 +56,10 @@ export class RecordingQueue {
     return this.backlogged;
   }
 
-  /** Latches at half the bounds, releases under a quarter (no flapping around one threshold). */
+  /**
+   * Latches at backlogCaptures captures or half of maxPendingBytes, releases once both are
+   * under a quarter of that (no flapping around one threshold).
+   */
   private updateBacklog(): void {
     const { maxPendingBytes, backlogCaptures } = this.limits;
     const next = this.backlogged
@@ -114,8 +118,7 @@ export class RecordingQueue {
       try {
         now = completeCaptureNow(raw);
       } catch (e) {
-        this.failed++;
-        this.log('error', 'capture could not be completed', { err: e, exchangeId: raw.exchangeId });
+        this.completionFailed(raw, e);
         this.settled(raw);
         continue;
       }
@@ -126,13 +129,15 @@ export class RecordingQueue {
       }
       completeCapture(raw)
         .then((exchange) => this.deliver(exchange))
-        .catch((e: unknown) => {
-          this.failed++;
-          this.log('error', 'capture could not be completed', { err: e, exchangeId: raw.exchangeId });
-        })
+        .catch((e: unknown) => this.completionFailed(raw, e))
         .finally(() => this.settled(raw));
     }
   };
+
+  private completionFailed(raw: RawCapture, e: unknown): void {
+    this.failed++;
+    this.log('error', 'capture could not be completed', { err: e, exchangeId: raw.exchangeId });
+  }
 
   private deliver(exchange: CapturedExchange): void {
     try {

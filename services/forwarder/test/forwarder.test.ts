@@ -467,3 +467,47 @@ describe('forwarder stop', () => {
     }
   });
 });
+
+// The `undici` upstream client (GLITCH_UPSTREAM_CLIENT=undici, the fallback): it hands the
+// relay raw header Buffers without pre-lowered names, so the relay lower-cases them itself.
+describe('forwarder with the undici upstream client', () => {
+  let up: TestUpstream;
+  let fwd: RunningForwarder;
+  const records: CapturedExchange[] = [];
+
+  before(async () => {
+    up = await startUpstream();
+    fwd = await startForwarder({ port: 0, adminPort: 0, upstreamUrl: up.url, keys: [KEY], upstreamClient: 'undici', recorder: { record: (e) => records.push(e) } });
+  });
+  after(async () => {
+    await fwd.stop(1_000);
+    await up.close();
+  });
+
+  it('relays a sized body and an event stream; drops hop-by-hop and Connection-listed response headers', async () => {
+    up.handle((_req, res, b) => {
+      res.setHeader('Connection', 'keep-alive, X-Upstream-Private');
+      res.setHeader('X-Upstream-Private', 'not for the client');
+      res.setHeader('Request-Id', 'req_undici');
+      res.end(b);
+    });
+    const body = randomBytes(3000);
+    const r = await send(`${fwd.url}/v1/messages`, { headers: GLITCH, body });
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body, body);
+    assert.equal(header(r.rawHeaders, 'request-id'), 'req_undici');
+    assert.equal(header(r.rawHeaders, 'x-upstream-private'), undefined);
+
+    up.handle((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (const e of MESSAGE_STREAM) res.write(e);
+      res.end();
+    });
+    const s = await send(`${fwd.url}/v1/messages?beta=true`, { headers: GLITCH, body: '{"stream":true}' });
+    assert.equal(s.status, 200);
+    assert.equal(s.headers['content-type'], 'text/event-stream');
+    assert.equal(s.body.toString(), MESSAGE_STREAM.join(''));
+    const rec = await recordWhere(records, (x) => x.stream);
+    assert.deepEqual(rec.sse?.usage, { inputTokens: 10, outputTokens: 3, cacheReadInputTokens: 5, cacheCreationInputTokens: 0 });
+  });
+});
