@@ -95,7 +95,9 @@ export interface IngestChild {
 export async function startIngestChild(config: IngestChildConfig, readyTimeoutMs = 60_000): Promise<IngestChild> {
   const script = fileURLToPath(import.meta.url);
   let out = '';
-  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', script], {
+  // GLITCH_BENCH_CPU_PROF_DIR=/dir: a V8 CPU profile of the ingest process too (as for the sensor).
+  const profile = process.env.GLITCH_BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GLITCH_BENCH_CPU_PROF_DIR}`] : [];
+  const child = spawn(process.execPath, [...profile, '--conditions=source', '--import', 'tsx', script], {
     cwd: repoRoot,
     env: { ...process.env, GLITCH_TEST_INGEST: JSON.stringify(config) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],

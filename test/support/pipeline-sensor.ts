@@ -6,6 +6,8 @@
 //
 // startSensorChild() (below) runs it from a test.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RecordingPriority, StaticKey } from '@glitch/forwarder';
 import type { PublisherStats } from '@glitch/recorder';
@@ -66,13 +68,21 @@ export async function startSensorChild(config: SensorChildConfig, readyTimeoutMs
   let out = '';
   // GLITCH_BENCH_CPU_PROF_DIR=/dir: a V8 CPU profile of the sensor, to see where its time goes.
   const profile = process.env.GLITCH_BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GLITCH_BENCH_CPU_PROF_DIR}`] : [];
-  const child = spawn(process.execPath, [...profile, '--conditions=source', '--import', 'tsx', script], {
+  // GLITCH_BENCH_SENSOR_FLAGS='--trace-gc …': extra V8/Node flags for the sensor; with
+  // GLITCH_BENCH_SENSOR_LOG_DIR=/dir its whole output also goes to /dir/sensor-<pid>.log.
+  const extraFlags = process.env.GLITCH_BENCH_SENSOR_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
+  const child = spawn(process.execPath, [...profile, ...extraFlags, '--conditions=source', '--import', 'tsx', script], {
     cwd: repoRoot,
     env: { ...process.env, GLITCH_TEST_SENSOR: JSON.stringify(config) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out = (out + d).slice(-100_000)));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (out = (out + d).slice(-100_000)));
+  if (process.env.GLITCH_BENCH_SENSOR_LOG_DIR) {
+    const log = createWriteStream(join(process.env.GLITCH_BENCH_SENSOR_LOG_DIR, `sensor-${child.pid}.log`));
+    child.stdout!.pipe(log);
+    child.stderr!.pipe(log);
+  }
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   let nextId = 0;
   const waiting = new Map<number, (s: PublisherStats) => void>();

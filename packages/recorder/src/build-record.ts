@@ -26,13 +26,16 @@ interface RequestFacts {
   sessionId: string | null;
 }
 
-/** Model and fleet identity from a Messages request body; nothing when it is not JSON. */
-export function requestFacts(body: Uint8Array): RequestFacts {
+/**
+ * Model and fleet identity from a Messages request body (as the record carries it, so the
+ * bytes are decoded once); nothing when it is not JSON.
+ */
+export function requestFacts(body: Body): RequestFacts {
   const facts: RequestFacts = { model: null, deviceId: null, sessionId: null };
-  if (body.byteLength === 0 || body[0] !== 0x7b /* { */) return facts;
+  if (body.encoding !== 'utf8' || body.data.charCodeAt(0) !== 0x7b /* { */) return facts;
   let parsed: unknown;
   try {
-    parsed = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
+    parsed = JSON.parse(body.data);
   } catch {
     return facts;
   }
@@ -54,7 +57,8 @@ export function requestFacts(body: Uint8Array): RequestFacts {
 }
 
 export function buildExchangeRecord(x: CapturedExchange): ExchangeRecord {
-  const facts = requestFacts(x.requestBody);
+  const requestBody = bodyFromBytes(x.requestBody);
+  const facts = requestFacts(requestBody);
   const decoded = x.decodedResponseBody;
   let responseBody: Body;
   let events: Body | null = null;
@@ -78,7 +82,7 @@ export function buildExchangeRecord(x: CapturedExchange): ExchangeRecord {
     query: x.query,
     model: facts.model,
     stream: x.stream,
-    request: { headers: headerMap(x.requestHeaders), body: bodyFromBytes(x.requestBody) },
+    request: { headers: headerMap(x.requestHeaders), body: requestBody },
     response: {
       status: x.status,
       headers: headerMap(x.responseHeaders),

@@ -41,7 +41,11 @@ export interface IngestOptions {
   groupId: string;
   /** Flush when this many rows are waiting… */
   batchRows: number;
-  /** …or this long after the first of them arrived… */
+  /**
+   * …or once this long has passed since the previous insert began, or since start (at most
+   * one insert per batchMs, and no waiting when a fetch-and-insert cycle already took that
+   * long, or after a quiet spell)…
+   */
   batchMs: number;
   /** …or when they hold this many bytes (default 64 MiB; chDB takes an insert as one string). */
   batchBytes?: number;
@@ -193,6 +197,15 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   let waiters: Waiter[] = [];
   let timer: NodeJS.Timeout | undefined;
   let flushing: Promise<void> | null = null;
+  /**
+   * When the last insert began. The wait counts from there, not from the first waiting row:
+   * the bus delivers a partition's next messages only after this batch is stored, so time
+   * spent waiting after a slow fetch-and-insert cycle only idled the pipeline (with the
+   * librdkafka mock, which returns one record batch per partition per fetch, it capped
+   * ingest at one fetch per batchMs + insert). Start counts as an insert: the backlog a
+   * starting ingest finds is gathered for one batchMs first.
+   */
+  let lastInsertAt = performance.now();
 
   function enqueue(rows: Row[]): Promise<void> {
     return new Promise<void>((resolve, reject) => {
@@ -200,7 +213,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
       for (const r of rows) pendingBytes += r.bytes;
       waiters.push({ resolve, reject });
       if (pending.length >= opts.batchRows || pendingBytes >= batchBytes || stopDeadline !== null) void flushNow();
-      else timer ??= setTimeout(() => void flushNow(), opts.batchMs);
+      else timer ??= setTimeout(() => void flushNow(), Math.max(0, lastInsertAt + opts.batchMs - performance.now()));
     });
   }
 
@@ -216,6 +229,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
         pendingBytes = 0;
         waiters = [];
         try {
+          lastInsertAt = performance.now();
           await insertBatch(rows);
           for (const w of ws) w.resolve();
         } catch (e) {

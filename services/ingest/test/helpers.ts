@@ -9,7 +9,7 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms: number
   const deadline = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}${detail ? `; state: ${JSON.stringify(detail())}` : ''}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 20));
   }
 }
 

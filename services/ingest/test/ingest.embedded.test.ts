@@ -116,3 +116,42 @@ test('stop() while ClickHouse is down gives up after the grace period and commit
     await bus.close();
   }
 });
+
+test('batchMs spaces inserts from the previous one: rows after a quiet spell go in at once, rows right after an insert wait', async () => {
+  await ch.reset();
+  const bus = createMemoryBus({ logger });
+  const BATCH_MS = 4_000;
+  const ingest = await startIngest({ bus, clickhouse: { client: ch.client }, groupId: uniqueName('ingest'), batchRows: 1_000, batchMs: BATCH_MS, logger });
+  const publish = async () => {
+    const r = makeExchange();
+    assert.equal((await bus.publishRecord(TOPICS.exchanges, r.sessionId, Buffer.from(encode(ExchangeRecord, r)))).kind, 'ok');
+  };
+  /** Resolves with when exchangesInserted reached n (polled every 20 ms). */
+  const insertedAt = async (n: number): Promise<number> => {
+    await waitFor(() => ingest.stats().exchangesInserted >= n, 30_000, `${n} exchanges inserted`, () => ingest.stats());
+    return performance.now();
+  };
+  try {
+    // Start counts as an insert: the first row waits for batchMs from start.
+    const started = performance.now();
+    await publish();
+    const first = await insertedAt(1);
+    assert.ok(first - started >= BATCH_MS - 1_000, `first insert after ${Math.round(first - started)} ms, not before batchMs`);
+
+    // A quiet spell longer than batchMs: the next row is inserted without waiting for it.
+    await new Promise((r) => setTimeout(r, BATCH_MS + 200));
+    const sent = performance.now();
+    await publish();
+    const second = await insertedAt(2);
+    assert.ok(second - sent < BATCH_MS - 1_000, `a row after a quiet spell waited ${Math.round(second - sent)} ms (batchMs ${BATCH_MS})`);
+
+    // Right after that insert: the next one waits until batchMs after it began.
+    await publish();
+    const third = await insertedAt(3);
+    assert.ok(third - second >= BATCH_MS - 1_500, `inserts ${Math.round(third - second)} ms apart, batchMs ${BATCH_MS}`);
+    assert.equal(ingest.stats().batchesFlushed, 3);
+  } finally {
+    await ingest.stop();
+    await bus.close();
+  }
+});

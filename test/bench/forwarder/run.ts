@@ -11,7 +11,11 @@
 // every exchange (copies, hand-over, SSE/usage completion), which nginx does not do.
 // Prints a table and writes JSON to test/bench/results/ (gitignored).
 //
-// Flags: --duration=SECONDS (throughput run, default 10), --only=direct,nginx,glitch
+// The `floor` row (floor-relay.ts) is the least a uWS + node:net relay can do per request:
+// Glitch's distance to it is the relay's own cost, its distance to nginx the stack's.
+//
+// Flags: --duration=SECONDS (each throughput run, default 8), --rounds=N (default 3),
+// --only=direct,nginx,glitch,floor
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
@@ -24,7 +28,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, '..', '..', '..');
 const resultsDir = join(repoRoot, 'test', 'bench', 'results');
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
-const DURATION_S = Number(args.get('duration') ?? 10);
+const DURATION_S = Number(args.get('duration') ?? 8);
+const ROUNDS = Math.max(1, Number(args.get('rounds') ?? 3));
 const ONLY = args.get('only')?.split(',');
 const NCPU = cpus().length;
 const MB = 1024 * 1024;
@@ -131,8 +136,9 @@ interface Upstream {
   stop(): Promise<void>;
 }
 
-async function startUpstream(): Promise<Upstream> {
-  const p = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join(here, 'upstream.ts'), '0'], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+/** Runs one of this directory's TypeScript servers; resolves once it printed "LISTENING <port>". */
+async function spawnListening(script: string, args: string[], what: string): Promise<{ p: ChildProcess; port: number }> {
+  const p = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join(here, script), ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((res, rej) => {
     let out = '';
     p.stdout!.setEncoding('utf8').on('data', (d: string) => {
@@ -140,8 +146,13 @@ async function startUpstream(): Promise<Upstream> {
       const m = /LISTENING (\d+)/.exec(out);
       if (m) res(Number(m[1]));
     });
-    p.once('exit', (c) => rej(new Error(`bench upstream exited ${c}`)));
+    p.once('exit', (c) => rej(new Error(`${what} exited ${c}`)));
   });
+  return { p, port };
+}
+
+async function startUpstream(): Promise<Upstream> {
+  const { p, port } = await spawnListening('upstream.ts', ['0'], 'bench upstream');
   const url = `http://127.0.0.1:${port}`;
   return {
     url,
@@ -155,7 +166,7 @@ async function startUpstream(): Promise<Upstream> {
 
 interface Target {
   name: string;
-  kind: 'direct' | 'nginx' | 'glitch';
+  kind: 'direct' | 'nginx' | 'glitch' | 'floor';
   /** Worker processes (nginx) or threads (Glitch). */
   parallelism: number;
   url: string;
@@ -221,6 +232,12 @@ http {
   };
 }
 
+/** The stack's floor (floor-relay.ts): uWS + node:net doing nothing but relay. */
+async function startFloor(upstreamUrl: string): Promise<Target> {
+  const { p, port } = await spawnListening('floor-relay.ts', [upstreamUrl], 'floor relay');
+  return { name: 'floor: bare uWS + node:net relay, 1 thread', kind: 'floor', parallelism: 1, url: `http://127.0.0.1:${port}`, pid: p.pid!, stop: () => stopProcess(p) };
+}
+
 const key = testKey('tenant-bench', 'bench');
 /** GLITCH_UPSTREAM_CONNECTIONS default (packages/config): far above the 1,000 streams held open here. */
 const GLITCH_UPSTREAM_CONNECTIONS = 8192;
@@ -284,6 +301,17 @@ function wrk(url: string, connections: number, seconds: number, bodyFile: string
       });
     });
   });
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** The run whose throughput is the median (the lower middle one for an even count). */
+function medianRun(rs: WrkResult[]): WrkResult {
+  const s = [...rs].sort((a, b) => a.rps - b.rps);
+  return s[Math.floor((s.length - 1) / 2)]!;
 }
 
 function pct(sorted: number[], p: number): number {
@@ -443,10 +471,14 @@ interface TargetResult {
   target: string;
   kind: Target['kind'];
   parallelism: number;
+  /** The round with the median throughput. */
   throughput: WrkResult;
+  throughputRounds: Array<{ rps: number; proxyCpuMsPer1k: number | null }>;
+  /** Glitch and floor rows: throughput over nginx's of the same parallelism, per round and median. */
+  vsNginx: { median: number; rounds: number[] } | null;
   latencyC1: WrkResult;
   addedLatencyC1: { p50_ms: number; p99_ms: number } | null;
-  sse: SseResult;
+  sse: SseResult | null;
   addedSse: { ttfe_p50_ms: number; ttfe_p99_ms: number; lag_p50_ms: number; lag_p99_ms: number } | null;
   memory: MemoryResult | null;
 }
@@ -463,63 +495,109 @@ async function main(): Promise<void> {
 
   const upstream = await startUpstream();
   console.log(`[bench] ${NCPU} cores (${cpus()[0]?.model ?? '?'}), node ${process.version}, ${nginxVersion}, ${wrkVersion}`);
-  console.log(`[bench] upstream ${upstream.url} (uWS, own process); body ${bodyBytes} B; throughput runs ${DURATION_S}s × 64 connections, latency runs 5s × 1 connection`);
+  console.log(`[bench] upstream ${upstream.url} (uWS, own process); body ${bodyBytes} B; ${ROUNDS} interleaved rounds of ${DURATION_S}s × 64 connections per target, latency runs 5s × 1 connection`);
   console.log(`[bench] SSE: ${SSE_STREAMS} sequential streams × ${SSE_EVENTS} events ${SSE_GAP_MS} ms apart; Glitch runs compiled with default settings (GLITCH_UPSTREAM_CONNECTIONS=${GLITCH_UPSTREAM_CONNECTIONS}; nginx has no upstream cap)`);
   console.log('[bench] note: wrk, the upstream and the proxy share these cores, so absolute throughput is a floor; compare rows, and proxy CPU per 1k requests. p99 at concurrency 1 is dominated by scheduler noise (see direct).');
 
+  // Targets run in interleaved rounds (each round visits every target once, in the same
+  // order) so that slow drift of this shared machine hits all of them alike; a target's
+  // throughput is the median of its rounds, and its ratio to nginx is the median of the
+  // per-round ratios (paired, so less noisy than a ratio of medians). Latency and SSE run
+  // in the first round only. The memory runs (1,000 held streams, 10,000 aborts) come last,
+  // in a pass of their own: they leave thousands of sockets behind, which slowed whichever
+  // target ran next by up to half.
   const plan: Array<() => Promise<Target>> = [
     async () => ({ name: 'direct', kind: 'direct', parallelism: 0, url: upstream.url, pid: null, stop: async () => undefined }),
     () => startNginx(upstream.url, 1),
+    () => startFloor(upstream.url),
     () => startGlitch(upstream.url, 1, false),
     () => startGlitch(upstream.url, 1, true),
     () => startNginx(upstream.url, 'auto'),
     () => startGlitch(upstream.url, NCPU, false),
     () => startGlitch(upstream.url, NCPU, true),
   ];
-  const results: TargetResult[] = [];
-  let direct: TargetResult | null = null;
-  for (const start of plan) {
+  const runs = new Map<string, { target: Target; rounds: WrkResult[]; latencyC1: WrkResult; sse: SseResult | null }>();
+  const order: string[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const start of plan) {
+      const t = await start();
+      if (ONLY && !ONLY.includes(t.kind)) {
+        await t.stop();
+        continue;
+      }
+      try {
+        const tag = `${t.name} (round ${round + 1}/${ROUNDS})`;
+        console.log(`[bench] ${tag}: warm-up, throughput`);
+        await wrk(t.url, 16, 2, bodyFile, t.pid);
+        const throughput = await wrk(t.url, 64, DURATION_S, bodyFile, t.pid);
+        const seen = runs.get(t.name);
+        if (seen) seen.rounds.push(throughput);
+        else {
+          console.log(`[bench] ${tag}: latency at concurrency 1, SSE`);
+          const latencyC1 = await wrk(t.url, 1, 5, bodyFile, t.pid);
+          // The floor relay does not stream.
+          const sse = t.kind === 'floor' ? null : await sseRun(t.url, SSE_STREAMS, SSE_EVENTS, SSE_GAP_MS);
+          runs.set(t.name, { target: t, rounds: [throughput], latencyC1, sse });
+          order.push(t.name);
+        }
+      } catch (e) {
+        console.error(`[bench] ${t.name} failed: ${(e as Error).stack}`);
+        process.exitCode = 1;
+      } finally {
+        await t.stop();
+      }
+    }
+  }
+
+  const memory = new Map<string, MemoryResult>();
+  for (const start of plan.slice(1)) {
     const t = await start();
-    if (ONLY && !ONLY.includes(t.kind)) {
+    // The floor relay holds no streams (no SSE): nothing to measure there.
+    if ((ONLY && !ONLY.includes(t.kind)) || t.kind === 'floor') {
       await t.stop();
       continue;
     }
     try {
-      console.log(`[bench] ${t.name}: warm-up`);
-      await wrk(t.url, 16, 2, bodyFile, t.pid);
-      console.log(`[bench] ${t.name}: throughput`);
-      const throughput = await wrk(t.url, 64, DURATION_S, bodyFile, t.pid);
-      console.log(`[bench] ${t.name}: latency at concurrency 1`);
-      const latencyC1 = await wrk(t.url, 1, 5, bodyFile, t.pid);
-      console.log(`[bench] ${t.name}: SSE`);
-      const sseRes = await sseRun(t.url, SSE_STREAMS, SSE_EVENTS, SSE_GAP_MS);
-      const memory = t.kind === 'direct' ? null : (console.log(`[bench] ${t.name}: memory (1,000 open streams, 10,000 aborted)`), await memoryRun(t, upstream));
-      const r: TargetResult = {
-        target: t.name,
-        kind: t.kind,
-        parallelism: t.parallelism,
-        throughput,
-        latencyC1,
-        addedLatencyC1: direct ? { p50_ms: latencyC1.p50_ms - direct.latencyC1.p50_ms, p99_ms: latencyC1.p99_ms - direct.latencyC1.p99_ms } : null,
-        sse: sseRes,
-        addedSse: direct
-          ? {
-              ttfe_p50_ms: sseRes.ttfe_p50_ms - direct.sse.ttfe_p50_ms,
-              ttfe_p99_ms: sseRes.ttfe_p99_ms - direct.sse.ttfe_p99_ms,
-              lag_p50_ms: sseRes.lag_p50_ms - direct.sse.lag_p50_ms,
-              lag_p99_ms: sseRes.lag_p99_ms - direct.sse.lag_p99_ms,
-            }
-          : null,
-        memory,
-      };
-      if (t.kind === 'direct') direct = r;
-      results.push(r);
+      console.log(`[bench] ${t.name}: load, then memory (1,000 open streams, 10,000 aborted)`);
+      await wrk(t.url, 64, Math.min(DURATION_S, 5), bodyFile, t.pid);
+      memory.set(t.name, await memoryRun(t, upstream));
     } catch (e) {
-      console.error(`[bench] ${t.name} failed: ${(e as Error).stack}`);
+      console.error(`[bench] ${t.name} memory run failed: ${(e as Error).stack}`);
       process.exitCode = 1;
     } finally {
       await t.stop();
     }
+  }
+
+  const results: TargetResult[] = [];
+  const direct = runs.get('direct');
+  for (const name of order) {
+    const r = runs.get(name)!;
+    const t = r.target;
+    // The nginx row of the same parallelism, for the paired per-round ratio.
+    const nginx = t.kind === 'glitch' || t.kind === 'floor' ? [...runs.values()].find((o) => o.target.kind === 'nginx' && o.target.parallelism === t.parallelism) : undefined;
+    const ratios = nginx ? r.rounds.slice(0, nginx.rounds.length).map((x, i) => x.rps / nginx.rounds[i]!.rps) : [];
+    results.push({
+      target: name,
+      kind: t.kind,
+      parallelism: t.parallelism,
+      throughput: medianRun(r.rounds),
+      throughputRounds: r.rounds.map((x) => ({ rps: x.rps, proxyCpuMsPer1k: x.proxyCpuMsPer1k })),
+      vsNginx: ratios.length > 0 ? { median: median(ratios), rounds: ratios } : null,
+      latencyC1: r.latencyC1,
+      addedLatencyC1: direct && t.kind !== 'direct' ? { p50_ms: r.latencyC1.p50_ms - direct.latencyC1.p50_ms, p99_ms: r.latencyC1.p99_ms - direct.latencyC1.p99_ms } : null,
+      sse: r.sse,
+      addedSse:
+        direct?.sse && r.sse && t.kind !== 'direct'
+          ? {
+              ttfe_p50_ms: r.sse.ttfe_p50_ms - direct.sse.ttfe_p50_ms,
+              ttfe_p99_ms: r.sse.ttfe_p99_ms - direct.sse.ttfe_p99_ms,
+              lag_p50_ms: r.sse.lag_p50_ms - direct.sse.lag_p50_ms,
+              lag_p99_ms: r.sse.lag_p99_ms - direct.sse.lag_p99_ms,
+            }
+          : null,
+      memory: memory.get(name) ?? null,
+    });
   }
   await upstream.stop();
   rmSync(work, { recursive: true, force: true });
@@ -533,7 +611,7 @@ async function main(): Promise<void> {
       {
         when: new Date().toISOString(),
         machine: { cores: NCPU, cpu: cpus()[0]?.model, node: process.version, nginx: nginxVersion, wrk: wrkVersion },
-        config: { bodyBytes, throughputSeconds: DURATION_S, throughputConnections: 64, latencyConnections: 1, sse: { streams: SSE_STREAMS, events: SSE_EVENTS, gapMs: SSE_GAP_MS }, glitchUpstreamConnections: GLITCH_UPSTREAM_CONNECTIONS },
+        config: { bodyBytes, rounds: ROUNDS, throughputSeconds: DURATION_S, throughputConnections: 64, latencyConnections: 1, sse: { streams: SSE_STREAMS, events: SSE_EVENTS, gapMs: SSE_GAP_MS }, glitchUpstreamConnections: GLITCH_UPSTREAM_CONNECTIONS },
         results,
       },
       null,
@@ -549,21 +627,23 @@ function f(n: number | null | undefined, d = 2): string {
 
 function printTable(rs: TargetResult[]): void {
   const rows: string[][] = [
-    ['target', 'req/s (c64)', 'p50 ms', 'p99 ms', 'errors', 'proxy CPU ms/1k req', 'c1 p50', 'c1 p99', '+p50', '+p99', 'SSE TTFE p50', '+TTFE p50', '+TTFE p99', '+lag p50', '+lag p99'],
+    ['target', 'req/s (c64)', 'vs nginx', 'rounds req/s', 'p50 ms', 'p99 ms', 'errors', 'proxy CPU ms/1k req', 'c1 p50', 'c1 p99', '+p50', '+p99', 'SSE TTFE p50', '+TTFE p50', '+TTFE p99', '+lag p50', '+lag p99'],
   ];
   for (const r of rs) {
     rows.push([
       r.target,
       f(r.throughput.rps, 0),
+      r.vsNginx ? `${f(r.vsNginx.median)}×` : '—',
+      r.throughputRounds.map((x) => f(x.rps / 1000, 1) + 'k').join(' '),
       f(r.throughput.p50_ms),
       f(r.throughput.p99_ms),
-      String(r.throughput.errors + r.latencyC1.errors + r.sse.failures),
+      String(r.throughput.errors + r.latencyC1.errors + (r.sse?.failures ?? 0)),
       f(r.throughput.proxyCpuMsPer1k, 1),
       f(r.latencyC1.p50_ms, 3),
       f(r.latencyC1.p99_ms, 3),
       f(r.addedLatencyC1?.p50_ms, 3),
       f(r.addedLatencyC1?.p99_ms, 3),
-      f(r.sse.ttfe_p50_ms, 3),
+      f(r.sse?.ttfe_p50_ms, 3),
       f(r.addedSse?.ttfe_p50_ms, 3),
       f(r.addedSse?.ttfe_p99_ms, 3),
       f(r.addedSse?.lag_p50_ms, 3),

@@ -3,7 +3,8 @@
 // 1. Added latency: the same closed-loop load (Claude Code-like streaming turns) straight to
 //    the mock upstream, through the forwarder with recording off, and with recording on
 //    (RecordPublisher → Kafka). Added latency = through the forwarder − direct; the goal is
-//    that recording changes it by < 5 %.
+//    that recording changes it by < 5 %. Also prints each process's CPU per request (the
+//    recording forwarder's split by thread role: relay, main/recording, the rest).
 // 2. Throughput: records/s through forwarder → Kafka (publisher acks) and on into ClickHouse
 //    (ingest inserts), for a burst of exchanges at high concurrency.
 //
@@ -16,7 +17,7 @@
 //   npm run bench:pipeline -- --only=latency   (or --only=throughput: one phase)
 //   npm run bench:pipeline -- --recording-priority=normal   (default idle, as the services run)
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -148,6 +149,30 @@ interface LatencyReport {
   addedOff: { p50: number; p99: number; mean: number };
   addedOn: { p50: number; p99: number; mean: number };
   recordingOnVsOffPct: number;
+  /**
+   * CPU per measured request, µs, from the first measured round until recording caught up:
+   * each sensor process (the recording-on one by thread role), and the broker.
+   */
+  cpuPerRequestUs: { sensorOff: number; sensorOn: number; broker: number; sensorOnThreads: { relay: number; main: number; other: number } };
+}
+
+/** CPU seconds (user + system) a process (or /proc/<pid>/task/<tid>) has used so far (0 once it is gone). */
+function cpuSeconds(pid: number, tid?: number): number {
+  try {
+    const st = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // USER_HZ
+  } catch {
+    return 0;
+  }
+}
+
+/** A sensor's CPU so far by thread role: relay threads, the main thread (recording), and the rest (libuv pool, V8 helpers, loader). */
+function sensorCpu(sensor: SensorChild): { relay: number; main: number; other: number } {
+  const total = cpuSeconds(sensor.pid);
+  const relay = sensor.relayThreadIds.reduce((sum, tid) => sum + cpuSeconds(sensor.pid, tid), 0);
+  const main = sensor.relayThreadIds.includes(sensor.pid) ? 0 : cpuSeconds(sensor.pid, sensor.pid);
+  return { relay, main, other: total - relay - main };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -158,6 +183,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   const rounds: LatencyReport['rounds'] = [];
   let on: SensorChild | undefined;
   let off: SensorChild | undefined;
+  let cpuPerRequestUs: LatencyReport['cpuPerRequestUs'] = { sensorOff: NaN, sensorOn: NaN, broker: NaN, sensorOnThreads: { relay: NaN, main: NaN, other: NaN } };
   try {
     off = await startSensorChild(s.sensorConfig(false, topic));
     on = await startSensorChild(s.sensorConfig(true, topic));
@@ -165,6 +191,11 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     await load(s.up.url, null, 300, CONCURRENCY, s.body);
     await load(off.url, s.key.secret, 300, CONCURRENCY, s.body);
     await load(on.url, s.key.secret, 300, CONCURRENCY, s.body);
+    // CPU from here until recording has caught up after the last round: at idle priority
+    // recording may finish after its round, and it still costs what it costs.
+    const offCpu0 = sensorCpu(off);
+    const onCpu0 = sensorCpu(on);
+    const brokerCpu0 = cpuSeconds(s.mock.pid);
     for (let r = 0; r < ROUNDS; r++) {
       const direct = summarize('direct', await load(s.up.url, null, LATENCY_REQUESTS, CONCURRENCY, s.body, RATE));
       const offR = summarize('forwarder, recording off', await load(off.url, s.key.secret, LATENCY_REQUESTS, CONCURRENCY, s.body, RATE));
@@ -174,6 +205,16 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     }
     const onStats = await on.stats();
     await waitFor(async () => (await on!.stats()).queued === 0, 60_000, 'recording to catch up');
+    const offCpu = sensorCpu(off);
+    const onCpu = sensorCpu(on);
+    const perRequest = (sec: number) => (sec * 1e6) / (ROUNDS * LATENCY_REQUESTS);
+    const total = (c: { relay: number; main: number; other: number }) => c.relay + c.main + c.other;
+    cpuPerRequestUs = {
+      sensorOff: perRequest(total(offCpu) - total(offCpu0)),
+      sensorOn: perRequest(total(onCpu) - total(onCpu0)),
+      broker: perRequest(cpuSeconds(s.mock.pid) - brokerCpu0),
+      sensorOnThreads: { relay: perRequest(onCpu.relay - onCpu0.relay), main: perRequest(onCpu.main - onCpu0.main), other: perRequest(onCpu.other - onCpu0.other) },
+    };
     console.log(`[bench] recording-on forwarder: ${onStats.captured} captured, ${onStats.published} published, ${onStats.spooled} spooled, dropped ${JSON.stringify(onStats.dropped)}`);
   } finally {
     await off?.stop();
@@ -186,7 +227,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     on: { p50: pick('on', 'p50'), p99: pick('on', 'p99'), mean: pick('on', 'mean') },
   };
   const added = (k: 'off' | 'on') => ({ p50: medians[k].p50 - medians.direct.p50, p99: medians[k].p99 - medians.direct.p99, mean: medians[k].mean - medians.direct.mean });
-  const report: LatencyReport = { rounds, medians, addedOff: added('off'), addedOn: added('on'), recordingOnVsOffPct: ((medians.on.mean - medians.off.mean) / medians.off.mean) * 100 };
+  const report: LatencyReport = { rounds, medians, addedOff: added('off'), addedOn: added('on'), recordingOnVsOffPct: ((medians.on.mean - medians.off.mean) / medians.off.mean) * 100, cpuPerRequestUs };
 
   const rows: string[][] = [['target', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'mean ms']];
   for (const k of ['direct', 'off', 'on'] as const) {
@@ -198,6 +239,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   console.log('');
   const { addedOff, addedOn, recordingOnVsOffPct: pct } = report;
   console.log(`added latency (forwarder − direct), medians of ${ROUNDS} rounds: recording off p50 ${ms(addedOff.p50)} ms, mean ${ms(addedOff.mean)} ms; recording on p50 ${ms(addedOn.p50)} ms, mean ${ms(addedOn.mean)} ms`);
+  console.log(`CPU per measured request (µs, until recording caught up): forwarder recording off ${cpuPerRequestUs.sensorOff.toFixed(0)}, recording on ${cpuPerRequestUs.sensorOn.toFixed(0)} (relay threads ${cpuPerRequestUs.sensorOnThreads.relay.toFixed(0)}, main thread ${cpuPerRequestUs.sensorOnThreads.main.toFixed(0)}, other threads ${cpuPerRequestUs.sensorOnThreads.other.toFixed(0)}), Kafka broker ${cpuPerRequestUs.broker.toFixed(0)}`);
   console.log(`recording on vs off, mean end-to-end latency through the forwarder: ${pct >= 0 ? '+' : ''}${pct.toFixed(2)} % (goal < 5 %) → ${Math.abs(pct) < 5 ? 'OK' : 'OVER GOAL'}`);
   return report;
 }
@@ -225,6 +267,7 @@ async function throughputPhase(s: Setup): Promise<Record<string, number>> {
     await waitFor(async () => (await ingest.count('SELECT count() FROM exchanges')) >= baseline + BURST, 300_000, 'the burst in ClickHouse', async () => (await ingest.stats()).stats);
     const tCh = performance.now();
     const st = await sensor.stats();
+    const ist = (await ingest.stats()).stats;
     const throughput = {
       exchanges: BURST,
       concurrency: BURST_CONCURRENCY,
@@ -236,9 +279,11 @@ async function throughputPhase(s: Setup): Promise<Record<string, number>> {
       toClickHouseSeconds: (tCh - t0) / 1000,
       recordsPerSecondToClickHouse: BURST / ((tCh - t0) / 1000),
       spooled: st.spooled,
+      ingestInserts: ist.batchesFlushed,
+      ingestRowsPerInsert: ist.exchangesInserted / Math.max(1, ist.batchesFlushed),
     };
     console.log(
-      `throughput: ${throughput.exchanges} exchanges at concurrency ${throughput.concurrency}: clients ${throughput.clientRps.toFixed(0)} req/s; forwarder → Kafka ${throughput.recordsPerSecondToKafka.toFixed(0)} records/s; → ClickHouse ${throughput.recordsPerSecondToClickHouse.toFixed(0)} records/s (${throughput.toClickHouseSeconds.toFixed(1)} s); spooled ${throughput.spooled}, client errors ${throughput.clientErrors}`,
+      `throughput: ${throughput.exchanges} exchanges at concurrency ${throughput.concurrency}: clients ${throughput.clientRps.toFixed(0)} req/s; forwarder → Kafka ${throughput.recordsPerSecondToKafka.toFixed(0)} records/s; → ClickHouse ${throughput.recordsPerSecondToClickHouse.toFixed(0)} records/s (${throughput.toClickHouseSeconds.toFixed(1)} s, ${throughput.ingestInserts} inserts of ${throughput.ingestRowsPerInsert.toFixed(0)} rows on average); spooled ${throughput.spooled}, client errors ${throughput.clientErrors}`,
     );
     return throughput;
   } finally {
