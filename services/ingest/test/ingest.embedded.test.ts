@@ -120,7 +120,7 @@ test('stop() while ClickHouse is down gives up after the grace period and commit
 test('batchMs spaces inserts from the previous one: rows after a quiet spell go in at once, rows right after an insert wait', async () => {
   await ch.reset();
   const bus = createMemoryBus({ logger });
-  const BATCH_MS = 4_000;
+  const BATCH_MS = 6_000;
   const ingest = await startIngest({ bus, clickhouse: { client: ch.client }, groupId: uniqueName('ingest'), batchRows: 1_000, batchMs: BATCH_MS, logger });
   const publish = async () => {
     const r = makeExchange();
