@@ -153,7 +153,7 @@ interface LatencyReport {
    * CPU per measured request, µs, from the first measured round until recording caught up:
    * each sensor process (the recording-on one by thread role), and the broker.
    */
-  cpuPerRequestUs: { sensorOff: number; sensorOn: number; broker: number; sensorOnThreads: { relay: number; main: number; other: number } };
+  cpuPerRequestUs: { sensorOff: number; sensorOn: number; broker: number; sensorOffRelay: number; sensorOnThreads: { relay: number; main: number; other: number } };
 }
 
 /** CPU seconds (user + system) a process (or /proc/<pid>/task/<tid>) has used so far (0 once it is gone). */
@@ -183,7 +183,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   const rounds: LatencyReport['rounds'] = [];
   let on: SensorChild | undefined;
   let off: SensorChild | undefined;
-  let cpuPerRequestUs: LatencyReport['cpuPerRequestUs'] = { sensorOff: NaN, sensorOn: NaN, broker: NaN, sensorOnThreads: { relay: NaN, main: NaN, other: NaN } };
+  let cpuPerRequestUs: LatencyReport['cpuPerRequestUs'] = { sensorOff: NaN, sensorOn: NaN, broker: NaN, sensorOffRelay: NaN, sensorOnThreads: { relay: NaN, main: NaN, other: NaN } };
   try {
     off = await startSensorChild(s.sensorConfig(false, topic));
     on = await startSensorChild(s.sensorConfig(true, topic));
@@ -211,6 +211,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     const total = (c: { relay: number; main: number; other: number }) => c.relay + c.main + c.other;
     cpuPerRequestUs = {
       sensorOff: perRequest(total(offCpu) - total(offCpu0)),
+      sensorOffRelay: perRequest(offCpu.relay - offCpu0.relay),
       sensorOn: perRequest(total(onCpu) - total(onCpu0)),
       broker: perRequest(cpuSeconds(s.mock.pid) - brokerCpu0),
       sensorOnThreads: { relay: perRequest(onCpu.relay - onCpu0.relay), main: perRequest(onCpu.main - onCpu0.main), other: perRequest(onCpu.other - onCpu0.other) },
@@ -239,7 +240,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   console.log('');
   const { addedOff, addedOn, recordingOnVsOffPct: pct } = report;
   console.log(`added latency (forwarder − direct), medians of ${ROUNDS} rounds: recording off p50 ${ms(addedOff.p50)} ms, mean ${ms(addedOff.mean)} ms; recording on p50 ${ms(addedOn.p50)} ms, mean ${ms(addedOn.mean)} ms`);
-  console.log(`CPU per measured request (µs, until recording caught up): forwarder recording off ${cpuPerRequestUs.sensorOff.toFixed(0)}, recording on ${cpuPerRequestUs.sensorOn.toFixed(0)} (relay threads ${cpuPerRequestUs.sensorOnThreads.relay.toFixed(0)}, main thread ${cpuPerRequestUs.sensorOnThreads.main.toFixed(0)}, other threads ${cpuPerRequestUs.sensorOnThreads.other.toFixed(0)}), Kafka broker ${cpuPerRequestUs.broker.toFixed(0)}`);
+  console.log(`CPU per measured request (µs, until recording caught up): forwarder recording off ${cpuPerRequestUs.sensorOff.toFixed(0)} (relay thread ${cpuPerRequestUs.sensorOffRelay.toFixed(0)}), recording on ${cpuPerRequestUs.sensorOn.toFixed(0)} (relay threads ${cpuPerRequestUs.sensorOnThreads.relay.toFixed(0)}, main thread ${cpuPerRequestUs.sensorOnThreads.main.toFixed(0)}, other threads ${cpuPerRequestUs.sensorOnThreads.other.toFixed(0)}), Kafka broker ${cpuPerRequestUs.broker.toFixed(0)}`);
   console.log(`recording on vs off, mean end-to-end latency through the forwarder: ${pct >= 0 ? '+' : ''}${pct.toFixed(2)} % (goal < 5 %) → ${Math.abs(pct) < 5 ? 'OK' : 'OVER GOAL'}`);
   return report;
 }
