@@ -15,6 +15,7 @@
 // Glitch's distance to it is the relay's own cost, its distance to nginx the stack's.
 //
 // Flags: --duration=SECONDS (each throughput run, default 8), --rounds=N (default 3),
+// --pin=off (by default 1-thread targets get core 0 to themselves: see placeFor),
 // --only=direct,nginx,glitch,floor
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -32,6 +33,8 @@ const DURATION_S = Number(args.get('duration') ?? 8);
 const ROUNDS = Math.max(1, Number(args.get('rounds') ?? 3));
 const ONLY = args.get('only')?.split(',');
 const NCPU = cpus().length;
+/** Pin 1-thread targets to their own core (see placeFor); `--pin=off` leaves placement to the scheduler. */
+const PIN = NCPU >= 2 && args.get('pin') !== 'off';
 const MB = 1024 * 1024;
 const SSE_STREAMS = 200;
 const SSE_EVENTS = 20;
@@ -44,9 +47,10 @@ function which(cmd: string): string | null {
   return r.status === 0 ? r.stdout.trim() : null;
 }
 
-const missing = ['nginx', 'wrk'].filter((c) => !which(c));
+const missing = ['nginx', 'wrk', 'taskset'].filter((c) => !which(c));
 if (missing.length) {
-  console.error(`[bench] missing: ${missing.join(', ')}. Install with: apt-get update && apt-get install -y ${missing.join(' ')}`);
+  const packages = missing.map((c) => (c === 'taskset' ? 'util-linux' : c));
+  console.error(`[bench] missing: ${missing.join(', ')}. Install with: apt-get update && apt-get install -y ${packages.join(' ')}`);
   process.exit(1);
 }
 const nginxVersion = spawnSync('nginx', ['-v'], { encoding: 'utf8' }).stderr.trim();
@@ -465,6 +469,30 @@ async function memoryRun(t: Target, upstream: Upstream): Promise<MemoryResult> {
   };
 }
 
+// ---- placement ---------------------------------------------------------------------------
+
+/** Sets the CPU affinity of every thread of each process (`taskset -a -p`). */
+function setAffinity(pids: readonly number[], cpus: string): void {
+  for (const pid of pids) {
+    const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`taskset -a -p -c ${cpus} ${pid} failed: ${r.stderr.trim()}`);
+  }
+}
+
+/**
+ * A 1-thread target (1 nginx worker, 1 Glitch thread, the floor) gets core 0 to itself and
+ * the load side (this process, hence the wrk it spawns, and the upstream) the other cores:
+ * like with like, and no run where the proxy happens to share a core with wrk. Targets that
+ * use every core (and direct) run unpinned.
+ */
+function placeFor(t: Target, upstreamPid: number): void {
+  if (!PIN) return;
+  const all = `0-${NCPU - 1}`;
+  const single = t.parallelism === 1 && t.pid !== null;
+  setAffinity([process.pid, upstreamPid], single ? `1-${NCPU - 1}` : all);
+  if (t.pid !== null) setAffinity(descendants(t.pid), single ? '0' : all);
+}
+
 // ---- main ------------------------------------------------------------------------------
 
 interface TargetResult {
@@ -526,6 +554,7 @@ async function main(): Promise<void> {
         continue;
       }
       try {
+        placeFor(t, upstream.pid);
         const tag = `${t.name} (round ${round + 1}/${ROUNDS})`;
         console.log(`[bench] ${tag}: warm-up, throughput`);
         await wrk(t.url, 16, 2, bodyFile, t.pid);
@@ -558,6 +587,7 @@ async function main(): Promise<void> {
       continue;
     }
     try {
+      placeFor(t, upstream.pid);
       console.log(`[bench] ${t.name}: load, then memory (1,000 open streams, 10,000 aborted)`);
       await wrk(t.url, 64, Math.min(DURATION_S, 5), bodyFile, t.pid);
       memory.set(t.name, await memoryRun(t, upstream));
@@ -611,7 +641,7 @@ async function main(): Promise<void> {
       {
         when: new Date().toISOString(),
         machine: { cores: NCPU, cpu: cpus()[0]?.model, node: process.version, nginx: nginxVersion, wrk: wrkVersion },
-        config: { bodyBytes, rounds: ROUNDS, throughputSeconds: DURATION_S, throughputConnections: 64, latencyConnections: 1, sse: { streams: SSE_STREAMS, events: SSE_EVENTS, gapMs: SSE_GAP_MS }, glitchUpstreamConnections: GLITCH_UPSTREAM_CONNECTIONS },
+        config: { bodyBytes, rounds: ROUNDS, pinned: PIN, throughputSeconds: DURATION_S, throughputConnections: 64, latencyConnections: 1, sse: { streams: SSE_STREAMS, events: SSE_EVENTS, gapMs: SSE_GAP_MS }, glitchUpstreamConnections: GLITCH_UPSTREAM_CONNECTIONS },
         results,
       },
       null,
