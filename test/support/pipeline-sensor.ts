@@ -80,8 +80,10 @@ export async function startSensorChild(config: SensorChildConfig, readyTimeoutMs
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (out = (out + d).slice(-100_000)));
   if (process.env.GLITCH_BENCH_SENSOR_LOG_DIR) {
     const log = createWriteStream(join(process.env.GLITCH_BENCH_SENSOR_LOG_DIR, `sensor-${child.pid}.log`));
-    child.stdout!.pipe(log);
-    child.stderr!.pipe(log);
+    // Two sources into one file: neither may end it; the child's exit does.
+    child.stdout!.pipe(log, { end: false });
+    child.stderr!.pipe(log, { end: false });
+    child.once('exit', () => log.end());
   }
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   let nextId = 0;
