@@ -24,6 +24,7 @@ import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, startChild, testKey, type ChildForwarder } from '../../support/forwarder.js';
+import { cpuSeconds } from '../proc.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, '..', '..', '..');
@@ -58,16 +59,6 @@ const wrkVersion = (spawnSync('wrk', ['--version'], { encoding: 'utf8' }).stdout
 
 // ---- process helpers -------------------------------------------------------------------
 
-function procStat(pid: number): { utimeTicks: number; stimeTicks: number } | null {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return { utimeTicks: Number(f[11]), stimeTicks: Number(f[12]) };
-  } catch {
-    return null;
-  }
-}
-
 function descendants(pid: number): number[] {
   const out = [pid];
   try {
@@ -97,13 +88,7 @@ function treeRss(pid: number): number {
 
 /** CPU seconds (user+sys) consumed so far by pid and its descendants. */
 function treeCpuSeconds(pid: number): number {
-  const hz = 100; // USER_HZ on Linux
-  let ticks = 0;
-  for (const p of descendants(pid)) {
-    const s = procStat(p);
-    if (s) ticks += s.utimeTicks + s.stimeTicks;
-  }
-  return ticks / hz;
+  return descendants(pid).reduce((sum, p) => sum + cpuSeconds(p), 0);
 }
 
 async function waitHttp(url: string, timeoutMs: number, what: string): Promise<void> {

@@ -17,7 +17,7 @@
 //   npm run bench:pipeline -- --only=latency   (or --only=throughput: one phase)
 //   npm run bench:pipeline -- --recording-priority=normal   (default idle, as the services run)
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +28,7 @@ import { reply, startMockUpstream } from '../../support/mock-upstream.js';
 import { pipelineTopics, messageBody, waitFor } from '../../support/pipeline.js';
 import { startIngestChild } from '../../support/pipeline-ingest.js';
 import { startSensorChild, type SensorChild, type SensorChildConfig } from '../../support/pipeline-sensor.js';
+import { cpuSeconds } from '../proc.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const num = (name: string, fallback: number) => (args.has(name) ? Number(args.get(name)) : fallback);
@@ -159,17 +160,6 @@ interface LatencyReport {
    * each sensor process (the recording-on one by thread role), and the broker.
    */
   cpuPerRequestUs: { sensorOff: number; sensorOn: number; broker: number; sensorOffRelay: number; sensorOnThreads: { relay: number; main: number; other: number } };
-}
-
-/** CPU seconds (user + system) a process (or /proc/<pid>/task/<tid>) has used so far (0 once it is gone). */
-function cpuSeconds(pid: number, tid?: number): number {
-  try {
-    const st = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
-    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100; // USER_HZ
-  } catch {
-    return 0;
-  }
 }
 
 /** A sensor's CPU so far by thread role: relay threads, the main thread (recording), and the rest (libuv pool, V8 helpers, loader). */
