@@ -5,7 +5,9 @@ import { build, ensureInstalled, root } from './lib/bootstrap.mjs';
 
 ensureInstalled();
 build();
-const child = spawn(process.execPath, [join(root, 'packages', 'cli', 'dist', 'main.js'), ...process.argv.slice(2)], { stdio: 'inherit' });
+// --single-threaded-gc as in main.js's shebang: V8's GC helper threads are shared by the
+// relay and recording isolates (docs/operations.md, "Threads").
+const child = spawn(process.execPath, ['--single-threaded-gc', join(root, 'packages', 'cli', 'dist', 'main.js'), ...process.argv.slice(2)], { stdio: 'inherit' });
 // Forward stop signals so `kill <npm start pid>` drains the sensor instead of orphaning it.
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
 // npm answers SIGTERM by killing its `sh -c` and exiting, and sh does not pass it on: we are

@@ -2,6 +2,8 @@
 // with `idle`, a forwarder process whose relay threads are workers keeps them at SCHED_OTHER
 // and lowers every other thread (recording, GC helpers, the libuv pool) to SCHED_IDLE; with
 // `normal` nothing changes. Either way requests are relayed and every record is published.
+// Lowered without node's --single-threaded-gc (V8's GC helpers shared with the relay
+// threads), the forwarder logs a warning.
 // Runs the forwarder in a child process: lowering threads of the test runner itself would
 // slow every other test in it.
 import assert from 'node:assert/strict';
@@ -51,7 +53,7 @@ test('recording priority: idle lowers every thread but the relay threads to SCHE
     await up.close();
     await mock.stop();
   });
-  const start = async (recordingPriority: 'idle' | 'normal'): Promise<SensorChild> => {
+  const start = async (recordingPriority: 'idle' | 'normal', singleThreadedGc = true): Promise<SensorChild> => {
     const topics = await pipelineTopics((n, p) => mock.createTopic(n, p));
     const s = await startSensorChild({
       brokers: mock.brokers,
@@ -61,6 +63,8 @@ test('recording priority: idle lowers every thread but the relay threads to SCHE
       spoolDir: mkdtempSync(join(tmpdir(), 'glitch-prio-')),
       threads: 2,
       recordingPriority,
+      singleThreadedGc,
+      logLevel: 'warn',
     });
     sensors.push(s);
     return s;
@@ -76,6 +80,13 @@ test('recording priority: idle lowers every thread but the relay threads to SCHE
     const others = [...seen].filter(([tid]) => !sensor.relayThreadIds.includes(tid));
     assert.ok(others.length >= 2, `the process has more threads than its relays (${seen.size})`);
     for (const [tid, policy] of others) assert.equal(policy, SCHED_IDLE, `non-relay thread ${tid} runs at SCHED_IDLE (policies: ${JSON.stringify([...seen])})`);
+    assert.doesNotMatch(sensor.output(), /without --single-threaded-gc/, 'no GC warning when node runs with --single-threaded-gc');
+  });
+
+  await t.test('idle, node without --single-threaded-gc: relays and records, and warns', async () => {
+    const sensor = await start('idle', false);
+    await relayAndRecord(sensor, key);
+    assert.match(sensor.output(), /node runs without --single-threaded-gc/, `the GC warning is logged; output:\n${sensor.output().slice(-2000)}`);
   });
 
   await t.test('normal', async () => {

@@ -100,7 +100,8 @@ export async function startChild(opts: ChildForwarderOptions): Promise<ChildForw
   const port = await freePort();
   const adminPort = await freePort();
   let out = '';
-  const child = spawn(process.execPath, compiled ? [entry] : ['--conditions=source', '--import', 'tsx', entry], {
+  // --single-threaded-gc: as `glitch` runs the forwarder (docs/operations.md, "Threads").
+  const child = spawn(process.execPath, ['--single-threaded-gc', ...(compiled ? [entry] : ['--conditions=source', '--import', 'tsx', entry])], {
     cwd: repoRoot,
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',

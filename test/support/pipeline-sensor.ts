@@ -25,6 +25,8 @@ export interface SensorChildConfig {
   recording?: boolean;
   /** See SensorOptions.recordingPriority (the services default to `idle`). */
   recordingPriority?: RecordingPriority;
+  /** false: node without --single-threaded-gc (the `glitch` command passes it). Default true. */
+  singleThreadedGc?: boolean;
 }
 
 type FromSensor = { type: 'ready'; url: string; port: number; relayThreadIds: number[] } | { type: 'stats'; id: number; stats: PublisherStats } | { type: 'error'; message: string };
@@ -71,7 +73,9 @@ export async function startSensorChild(config: SensorChildConfig, readyTimeoutMs
   // GLITCH_BENCH_SENSOR_FLAGS='--trace-gc …': extra V8/Node flags for the sensor; with
   // GLITCH_BENCH_SENSOR_LOG_DIR=/dir its whole output also goes to /dir/sensor-<pid>.log.
   const extraFlags = process.env.GLITCH_BENCH_SENSOR_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
-  const child = spawn(process.execPath, [...profile, ...extraFlags, '--conditions=source', '--import', 'tsx', script], {
+  // --single-threaded-gc: as `glitch` runs the forwarder (docs/operations.md, "Threads").
+  const gcFlags = config.singleThreadedGc === false ? [] : ['--single-threaded-gc'];
+  const child = spawn(process.execPath, [...gcFlags, ...profile, ...extraFlags, '--conditions=source', '--import', 'tsx', script], {
     cwd: repoRoot,
     env: { ...process.env, GLITCH_TEST_SENSOR: JSON.stringify(config) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],

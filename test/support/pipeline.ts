@@ -89,6 +89,7 @@ export async function startSensor(o: SensorOptions): Promise<Sensor> {
       threads: o.threads ?? 1,
       upstreamUrl: o.upstreamUrl,
       keys: o.keys,
+      logger: o.logger,
       ...(o.recording === false ? {} : { recorder: publisher }),
       shutdownGraceMs: 5_000,
       ...(o.recordingPriority !== undefined ? { recordingPriority: o.recordingPriority } : {}),

@@ -10,7 +10,7 @@ import { startInProcess, startWorkerGroup, type RelayGroup } from './relay-group
 import { logTo, noLog } from './relay-log.js';
 import type { RefusalCode } from './relay-context.js';
 import type { RelayThreadOptions } from './relay.js';
-import { lowerThreadsExcept, type LoweredThreads, type RecordingPriority } from './thread-priority.js';
+import { gcHelpersShared, lowerThreadsExcept, type LoweredThreads, type RecordingPriority } from './thread-priority.js';
 import type { UpstreamClientKind } from './upstream.js';
 
 /**
@@ -213,6 +213,9 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     lowered = await lowerThreadsExcept(group.relayThreadIds());
     if (lowered.mechanism === 'sched_idle') log('info', 'recording threads run at SCHED_IDLE: they use only CPU the relay threads leave free', { threads: lowered.lowered.length });
     else log('warn', 'recording threads could not be set to SCHED_IDLE', { mechanism: lowered.mechanism, detail: lowered.detail, threads: lowered.lowered.length });
+    if (lowered.lowered.length > 0 && gcHelpersShared(process.execArgv)) {
+      log('warn', "node runs without --single-threaded-gc: V8's GC helper threads, lowered with recording, also collect the relay threads' garbage, which adds to relaying latency (the glitch command starts node with the flag; docs/operations.md)", {});
+    }
     group.onReplacement((tid) =>
       log('warn', 'a replacement relay thread inherits the recording threads\' low priority until the forwarder restarts (an unprivileged process cannot raise it)', { tid, mechanism: lowered.mechanism }),
     );

@@ -32,6 +32,18 @@ export interface LoweredThreads {
   detail?: string;
 }
 
+/**
+ * Whether V8's GC helper threads are shared by every isolate of this process (node started
+ * without --single-threaded-gc). They are: the relay workers' isolates and the recording
+ * main thread's hand GC work to the same few platform threads, which are lowered with the
+ * recording side. Measured on 2 cores (docs/benchmarks.md), recording added +5.5–9 % to
+ * end-to-end latency with shared helpers and +0.6–4 % with --single-threaded-gc, where each
+ * isolate collects on its own thread at its own thread's priority. `glitch` starts node with it.
+ */
+export function gcHelpersShared(execArgv: readonly string[]): boolean {
+  return !execArgv.includes('--single-threaded-gc');
+}
+
 /** Kernel policy numbers as in /proc/<pid>/task/<tid>/stat field 41. */
 export const SCHED_OTHER = 0;
 export const SCHED_IDLE = 5;
