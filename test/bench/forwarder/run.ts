@@ -161,6 +161,8 @@ interface Target {
   url: string;
   /** Process whose tree is the proxy (null for direct). */
   pid: number | null;
+  /** Prometheus text from the target's admin port (Glitch), to say what errors were. */
+  metrics?(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -241,16 +243,27 @@ async function startGlitch(upstreamUrl: string, threads: number, recorder: boole
     env: { GLITCH_LOG_LEVEL: 'error' },
   });
   const name = `glitch ${threads} thread${threads > 1 ? 's' : ''}${recorder ? ' + recorder' : ''}`;
-  return { name, kind: 'glitch', parallelism: threads, url: child.url, pid: child.pid, child, stop: () => child.stop() };
+  return { name, kind: 'glitch', parallelism: threads, url: child.url, pid: child.pid, child, metrics: async () => (await child.admin('/metrics')).body, stop: () => child.stop() };
 }
 
 // ---- measurements ----------------------------------------------------------------------
+
+/** Prints what a throughput run's errors were: wrk's kinds, and Glitch's own error and refusal counters so far. */
+async function reportErrors(tag: string, r: WrkResult, t: Target): Promise<void> {
+  const kinds = Object.entries(r.errorKinds).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
+  console.log(`[bench] ${tag}: ${r.errors} errors of ${r.requests} requests (wrk: ${kinds})`);
+  if (!t.metrics) return;
+  const lines = (await t.metrics()).split('\n').filter((l) => !l.startsWith('#') && /error|refus|backlog|status="5/.test(l) && !/ 0$/.test(l));
+  for (const l of lines) console.log(`[bench]   ${l}`);
+}
 
 interface WrkResult {
   requests: number;
   duration_us: number;
   rps: number;
   errors: number;
+  /** wrk's counts by kind; `status` is responses other than 2xx/3xx. */
+  errorKinds: Record<'connect' | 'read' | 'write' | 'status' | 'timeout', number>;
   p50_ms: number;
   p90_ms: number;
   p99_ms: number;
@@ -273,13 +286,15 @@ function wrk(url: string, connections: number, seconds: number, bodyFile: string
       const m = /BENCH_JSON (\{.*\})/.exec(out);
       if (code !== 0 || !m) return rej(new Error(`wrk failed (${code}): ${out}`));
       const j = JSON.parse(m[1]!) as Record<string, number>;
-      const errors = j.errors_connect! + j.errors_read! + j.errors_write! + j.errors_status! + j.errors_timeout!;
+      const errorKinds = { connect: j.errors_connect!, read: j.errors_read!, write: j.errors_write!, status: j.errors_status!, timeout: j.errors_timeout! };
+      const errors = Object.values(errorKinds).reduce((a, b) => a + b, 0);
       const cpu = pid ? treeCpuSeconds(pid) - cpu0 : null;
       res({
         requests: j.requests!,
         duration_us: j.duration_us!,
         rps: j.requests! / (j.duration_us! / 1e6),
         errors,
+        errorKinds,
         p50_ms: j.p50_us! / 1000,
         p90_ms: j.p90_us! / 1000,
         p99_ms: j.p99_us! / 1000,
@@ -544,6 +559,7 @@ async function main(): Promise<void> {
         console.log(`[bench] ${tag}: warm-up, throughput`);
         await wrk(t.url, 16, 2, bodyFile, t.pid);
         const throughput = await wrk(t.url, 64, DURATION_S, bodyFile, t.pid);
+        if (throughput.errors > 0) await reportErrors(tag, throughput, t);
         const seen = runs.get(t.name);
         if (seen) seen.rounds.push(throughput);
         else {
