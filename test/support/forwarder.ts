@@ -15,6 +15,19 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '
 export const forwarderMain = join(repoRoot, 'services', 'forwarder', 'src', 'main.ts');
 /** The compiled entry (`node scripts/build.mjs`), what `npm start` runs in production. */
 export const forwarderMainBuilt = join(repoRoot, 'services', 'forwarder', 'dist', 'main.js');
+/**
+ * Node flags a forwarder process runs with, as the `glitch` command starts it (its shebang):
+ * V8's GC helper threads otherwise serve the relay and the lowered recording threads alike
+ * (docs/operations.md, "Threads").
+ */
+export const FORWARDER_NODE_FLAGS: readonly string[] = ['--single-threaded-gc'];
+
+/** GLITCH_BENCH_CPU_PROF_DIR=/dir: flags for a V8 CPU profile of a child process in /dir (none without it). */
+export function cpuProfileFlags(): string[] {
+  const dir = process.env.GLITCH_BENCH_CPU_PROF_DIR;
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+}
+
 const FORWARDER_HINT = `the forwarder lives in services/forwarder (package @glitch/forwarder); install the workspace with: cd ${repoRoot} && node scripts/build.mjs`;
 
 /** A tenant key for tests: `glitch_sk_test_<random>`. */
@@ -100,8 +113,7 @@ export async function startChild(opts: ChildForwarderOptions): Promise<ChildForw
   const port = await freePort();
   const adminPort = await freePort();
   let out = '';
-  // --single-threaded-gc: as `glitch` runs the forwarder (docs/operations.md, "Threads").
-  const child = spawn(process.execPath, ['--single-threaded-gc', ...(compiled ? [entry] : ['--conditions=source', '--import', 'tsx', entry])], {
+  const child = spawn(process.execPath, [...FORWARDER_NODE_FLAGS, ...(compiled ? [entry] : ['--conditions=source', '--import', 'tsx', entry])], {
     cwd: repoRoot,
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',

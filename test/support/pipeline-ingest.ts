@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { IngestStats } from '@glitch/ingest';
 import { faultyClickHouse, type ClickHouseFaults } from './faulty-clickhouse.js';
-import { repoRoot } from './forwarder.js';
+import { cpuProfileFlags, repoRoot } from './forwarder.js';
 import type { PipelineTopics } from './pipeline.js';
 
 export interface IngestChildConfig {
@@ -95,9 +95,7 @@ export interface IngestChild {
 export async function startIngestChild(config: IngestChildConfig, readyTimeoutMs = 60_000): Promise<IngestChild> {
   const script = fileURLToPath(import.meta.url);
   let out = '';
-  // GLITCH_BENCH_CPU_PROF_DIR=/dir: a V8 CPU profile of the ingest process too (as for the sensor).
-  const profile = process.env.GLITCH_BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GLITCH_BENCH_CPU_PROF_DIR}`] : [];
-  const child = spawn(process.execPath, [...profile, '--conditions=source', '--import', 'tsx', script], {
+  const child = spawn(process.execPath, [...cpuProfileFlags(), '--conditions=source', '--import', 'tsx', script], {
     cwd: repoRoot,
     env: { ...process.env, GLITCH_TEST_INGEST: JSON.stringify(config) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],

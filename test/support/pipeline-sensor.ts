@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RecordingPriority, StaticKey } from '@glitch/forwarder';
 import type { PublisherStats } from '@glitch/recorder';
-import { repoRoot } from './forwarder.js';
+import { cpuProfileFlags, FORWARDER_NODE_FLAGS, repoRoot } from './forwarder.js';
 
 export interface SensorChildConfig {
   brokers: string[];
@@ -68,14 +68,12 @@ export interface SensorChild {
 export async function startSensorChild(config: SensorChildConfig, readyTimeoutMs = 30_000): Promise<SensorChild> {
   const script = fileURLToPath(import.meta.url);
   let out = '';
-  // GLITCH_BENCH_CPU_PROF_DIR=/dir: a V8 CPU profile of the sensor, to see where its time goes.
-  const profile = process.env.GLITCH_BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GLITCH_BENCH_CPU_PROF_DIR}`] : [];
   // GLITCH_BENCH_SENSOR_FLAGS='--trace-gc …': extra V8/Node flags for the sensor; with
   // GLITCH_BENCH_SENSOR_LOG_DIR=/dir its whole output also goes to /dir/sensor-<pid>.log.
   const extraFlags = process.env.GLITCH_BENCH_SENSOR_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
-  // --single-threaded-gc: as `glitch` runs the forwarder (docs/operations.md, "Threads").
-  const gcFlags = config.singleThreadedGc === false ? [] : ['--single-threaded-gc'];
-  const child = spawn(process.execPath, [...gcFlags, ...profile, ...extraFlags, '--conditions=source', '--import', 'tsx', script], {
+  // singleThreadedGc false: the forwarder's usual flags without that one (to test its warning).
+  const nodeFlags = config.singleThreadedGc === false ? FORWARDER_NODE_FLAGS.filter((f) => f !== '--single-threaded-gc') : FORWARDER_NODE_FLAGS;
+  const child = spawn(process.execPath, [...nodeFlags, ...cpuProfileFlags(), ...extraFlags, '--conditions=source', '--import', 'tsx', script], {
     cwd: repoRoot,
     env: { ...process.env, GLITCH_TEST_SENSOR: JSON.stringify(config) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],

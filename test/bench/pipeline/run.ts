@@ -305,9 +305,9 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   const signed = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(2)} %`;
   console.log(`${BLOCKS} turns of ${BLOCK_REQUESTS} requests per target; added latency (forwarder − direct, pooled): recording off p50 ${ms(addedOff.p50)} ms, mean ${ms(addedOff.mean)} ms; recording on p50 ${ms(addedOn.p50)} ms, mean ${ms(addedOn.mean)} ms`);
   console.log(`CPU per measured request (µs, until recording caught up): forwarder recording off ${cpuPerRequestUs.sensorOff.toFixed(0)} (relay thread ${cpuPerRequestUs.sensorOffRelay.toFixed(0)}), recording on ${cpuPerRequestUs.sensorOn.toFixed(0)} (relay threads ${cpuPerRequestUs.sensorOnThreads.relay.toFixed(0)}, main thread ${cpuPerRequestUs.sensorOnThreads.main.toFixed(0)}, other threads ${cpuPerRequestUs.sensorOnThreads.other.toFixed(0)}), Kafka broker ${cpuPerRequestUs.broker.toFixed(0)}`);
-  const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
+  const sortedTurns = [...turns].sort((a, b) => a - b);
   console.log(`recording backlog when its block ended (records not yet handed to Kafka, of ${BLOCK_REQUESTS}): median ${report.backlogAtBlockEnd.median}, max ${report.backlogAtBlockEnd.max}`);
-  console.log(`recording on vs off, end-to-end through the forwarder: p50 ${signed(report.recordingOnVsOffP50Pct)}, mean ${signed(report.recordingOnVsOffPct)}; per-turn ratios of the means: median ${signed(report.perTurnOnVsOffPct.median)} (quartiles ${signed(q(turns, 0.25))} / ${signed(q(turns, 0.75))})`);
+  console.log(`recording on vs off, end-to-end through the forwarder: p50 ${signed(report.recordingOnVsOffP50Pct)}, mean ${signed(report.recordingOnVsOffPct)}; per-turn ratios of the means: median ${signed(report.perTurnOnVsOffPct.median)} (quartiles ${signed(percentile(sortedTurns, 25))} / ${signed(percentile(sortedTurns, 75))})`);
   const goal = report.addedOnVsOffPct.mean;
   console.log(`recording on vs off, the forwarder's added latency (pooled mean; p50 ${signed(report.addedOnVsOffPct.p50)}): ${signed(goal)} (goal < 5 %) → ${Math.abs(goal) < 5 ? 'OK' : 'OVER GOAL'}`);
   return report;
