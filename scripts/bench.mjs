@@ -3,7 +3,9 @@
 // - forwarder (test/bench/forwarder/run.ts; needs Debian nginx and wrk)
 // - pipeline  (test/bench/pipeline/run.ts: records/s forwarder → Kafka → ClickHouse, and the
 //   forwarder's added latency with recording on vs off)
-// `--suite=forwarder|pipeline` runs one (`npm run bench:pipeline` = `--suite=pipeline`); other
+// - recorder  (test/bench/recorder/run.ts: CPU and garbage per record of each step the
+//   recording thread takes, in process)
+// `--suite=forwarder|pipeline|recorder` runs one (`npm run bench:pipeline` = `--suite=pipeline`); other
 // arguments pass through to it, e.g. `npm run bench -- --suite=forwarder --duration=5 --only=glitch`.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -12,10 +14,11 @@ import { build, ensureInstalled, root } from './lib/bootstrap.mjs';
 const argv = process.argv.slice(2);
 const suiteArg = argv.find((a) => a.startsWith('--suite='));
 const rest = argv.filter((a) => a !== suiteArg);
-const suites = suiteArg ? [suiteArg.slice('--suite='.length)] : ['forwarder', 'pipeline'];
+const SUITES = ['forwarder', 'pipeline', 'recorder'];
+const suites = suiteArg ? [suiteArg.slice('--suite='.length)] : SUITES;
 for (const s of suites) {
-  if (s !== 'forwarder' && s !== 'pipeline') {
-    console.error(`unknown bench suite ${s} (forwarder, pipeline)`);
+  if (!SUITES.includes(s)) {
+    console.error(`unknown bench suite ${s} (${SUITES.join(', ')})`);
     process.exit(2);
   }
 }

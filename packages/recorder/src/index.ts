@@ -1,2 +1,2 @@
-export { buildExchangeRecord, requestFacts } from './build-record.js';
+export { buildExchangeRecord, encodeExchangeRecord, requestFacts, type EncodedRecord } from './build-record.js';
 export { RecordPublisher, type PublisherOptions, type PublisherStats } from './publisher.js';

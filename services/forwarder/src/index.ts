@@ -3,7 +3,7 @@
 export { KeysFileError, loadKeysFile, staticKeyStore, validateKeys } from './keys.js';
 export type { KeyIdentity, KeyStore, StaticKey } from './keys.js';
 export type { CapturedExchange, ExchangeTimings, HeaderPair, RawCapture, Recorder, SseCapture } from './capture.js';
-export { completeCapture, decodeBody, reassembleSse } from './capture.js';
+export { completeCapture, completeCaptureNow, decodeBody, reassembleSse } from './capture.js';
 export { startForwarder } from './forwarder.js';
 export { DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES } from './relay.js';
 export type { AdmissionSignal, ForwarderOptions, RunningForwarder } from './forwarder.js';
