@@ -14,3 +14,24 @@ export function cpuSeconds(pid: number, tid?: number): number {
     return 0;
   }
 }
+
+/**
+ * Machine-wide interrupt counts from /proc/interrupts, summed over CPUs: TLB shootdowns (a
+ * thread of a process unmapping or madvising memory makes every CPU running another thread
+ * of it flush its TLB) and rescheduling IPIs. Zeros where the kernel does not list them.
+ */
+export function interruptCounts(): { tlb: number; resched: number } {
+  const out = { tlb: 0, resched: 0 };
+  try {
+    for (const line of readFileSync('/proc/interrupts', 'utf8').split('\n')) {
+      const m = /^\s*(TLB|RES):((?:\s+\d+)+)/.exec(line);
+      if (!m) continue;
+      const sum = m[2]!.trim().split(/\s+/).reduce((a, b) => a + Number(b), 0);
+      if (m[1] === 'TLB') out.tlb = sum;
+      else out.resched = sum;
+    }
+  } catch {
+    /* not Linux: zeros */
+  }
+  return out;
+}

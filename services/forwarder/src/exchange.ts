@@ -60,9 +60,8 @@ function statusLine(status: number, text?: string): string {
   return `${status} ${text || STATUS_CODES[status] || 'Unknown'}`;
 }
 
-/** Copies parts into one buffer with its own ArrayBuffer (transferable to another thread). */
-function concatOwned(parts: readonly Uint8Array[], total: number): Buffer {
-  const out = Buffer.allocUnsafeSlow(total);
+/** Copies parts into `out` (exactly their total size). */
+function concatInto(out: Buffer, parts: readonly Uint8Array[]): Buffer {
   let at = 0;
   for (const p of parts) {
     out.set(p, at);
@@ -88,12 +87,13 @@ function contentLengthValue(v: string): number {
   return Number(v);
 }
 
-// ---- request body buffers ----------------------------------------------------------------
-// Unrecorded bodies (the recorder keeps the recorded ones) go back to a per-thread pool once
-// the exchange is over: an ArrayBuffer allocated per request is external memory V8 reclaims
-// only by full (mark-compact) collections, which at thousands of requests per second ran
-// several times per second. By `finish` the upstream connection has written the body or was
-// destroyed, so nothing reads a returned buffer any more.
+// ---- body buffers ------------------------------------------------------------------------
+// Request bodies, and the recorded copies of response bodies, go back to a per-thread pool
+// once the exchange is over (a recorded exchange's once its capture is packed): an
+// ArrayBuffer allocated per request is external memory V8 reclaims only by full
+// (mark-compact) collections, which at thousands of requests per second ran several times
+// per second. By `finish` the upstream connection has written the body or was destroyed, so
+// nothing reads a returned buffer any more.
 
 const POOL_MIN_CLASS = 12; // 4 KiB
 const POOL_MAX_CLASS = 20; // 1 MiB: larger bodies are allocated and left to the GC
@@ -107,7 +107,7 @@ function sizeClass(n: number): number {
 
 /** A buffer of exactly `n` bytes (a view on a pooled one when it fits a class). */
 function takeBody(n: number, pooled: boolean): Buffer {
-  if (!pooled || n > 1 << POOL_MAX_CLASS) return Buffer.allocUnsafeSlow(n);
+  if (!pooled || n === 0 || n > 1 << POOL_MAX_CLASS) return Buffer.allocUnsafeSlow(n);
   const c = sizeClass(n);
   const free = bodyPool[c]!;
   const whole = free.length > 0 ? free.pop()! : Buffer.allocUnsafeSlow(1 << c);
@@ -281,9 +281,9 @@ export class Exchange implements UpstreamHandler {
 
     ctx.inFlight.add(this);
     if (hasBody) {
-      // One copy out of uWS, into a buffer of the declared size. Its own ArrayBuffer (not
-      // Node's shared pool) so the capture can be transferred to the recorder, not copied.
-      if (contentLength > 0) this.body = takeBody(contentLength, !this.recording && ctx.upstream.bodyDoneAtSettle);
+      // One copy out of uWS, into a buffer of the declared size, from the thread's pool when
+      // it can go back there once the exchange is over (a capture copies what it keeps).
+      if (contentLength > 0) this.body = takeBody(contentLength, ctx.upstream.bodyDoneAtSettle);
       else this.bodyParts = [];
       this.res.onData(this.onRequestBody);
       this.overhead += performance.now() - this.t0;
@@ -328,7 +328,7 @@ export class Exchange implements UpstreamHandler {
           // uninitialized memory must never go upstream.
           if (this.bodyLen !== body.length) return this.reject('malformed_request', true);
         } else {
-          this.body = concatOwned(this.bodyParts!, this.bodyLen);
+          this.body = concatInto(takeBody(this.bodyLen, this.ctx.upstream.bodyDoneAtSettle), this.bodyParts!);
           this.bodyParts = null;
         }
         this.dispatch();
@@ -462,7 +462,7 @@ export class Exchange implements UpstreamHandler {
     else this.bodyMode = BODY_CHUNKED;
     if (this.recording && this.bodyMode !== BODY_NONE) {
       const first = this.bodyMode === BODY_SIZED ? Math.min(contentLength, RESPONSE_CAPTURE_MAX_PREALLOC) : RESPONSE_CAPTURE_START;
-      this.respBody = Buffer.allocUnsafeSlow(Math.min(first, this.ctx.opts.responseCaptureLimitBytes));
+      this.respBody = takeBody(Math.min(first, this.ctx.opts.responseCaptureLimitBytes), true);
     }
     // A stream's headers go out now so the client sees the response start; a sized body's
     // headers go out with its first chunk (one write instead of two).
@@ -504,8 +504,9 @@ export class Exchange implements UpstreamHandler {
       // body fills the buffer exactly (handed over without a copy).
       let size = Math.max(end, buf.length * 2);
       if (this.bodyMode === BODY_SIZED && this.contentLength >= end) size = Math.min(size, this.contentLength);
-      const grown = Buffer.allocUnsafeSlow(Math.min(size, limit));
+      const grown = takeBody(Math.min(size, limit), true);
       buf.copy(grown, 0, 0, at);
+      returnBody(buf);
       this.respBody = buf = grown;
     }
     chunk.copy(buf, at, 0, take);
@@ -667,31 +668,26 @@ export class Exchange implements UpstreamHandler {
     ctx.exchangeDone();
   }
 
+  /** Body bytes this exchange's capture holds (what a batch of captures weighs). */
+  capturedBytes(): number {
+    return this.bodyLen + this.respBytes;
+  }
+
   /**
-   * Builds the capture (called off the hot path, after the response has ended) and adds to
-   * `transfer` the ArrayBuffers only this capture uses, which may be moved to the recorder's
-   * thread instead of copied. By then the upstream connection has either finished writing
-   * the request body or been destroyed, so nothing reads those buffers any more.
+   * The capture (called off the hot path, after the response has ended). Its bodies are
+   * views on this exchange's buffers, valid until releaseCaptureBuffers(): the caller copies
+   * what it keeps (packCaptures). By then the upstream connection has either finished
+   * writing the request body or been destroyed, so nothing else reads those buffers.
    */
-  toCapture(transfer: ArrayBuffer[]): RawCapture {
+  toCapture(): RawCapture {
     const t0 = this.t0;
     const requestHeaders: HeaderPair[] = [];
     const h = this.headers;
     for (let i = 0; i < h.length; i += 2) requestHeaders.push([h[i]!, h[i] === GLITCH_KEY_HEADER ? REDACTED : h[i + 1]!]);
     let requestBody: Uint8Array = EMPTY;
-    if (this.body !== null) {
-      if (this.bodyLen === this.body.length) {
-        requestBody = this.body;
-        transfer.push(this.body.buffer as ArrayBuffer);
-      } else {
-        // Cut short: the rest of the buffer was never written; hand over only what arrived.
-        requestBody = Buffer.from(this.body.subarray(0, this.bodyLen));
-      }
-    } else if (this.bodyParts !== null) {
-      const b = concatOwned(this.bodyParts, this.bodyLen);
-      requestBody = b;
-      transfer.push(b.buffer as ArrayBuffer);
-    }
+    // Cut short (the client left mid-upload): only what arrived.
+    if (this.body !== null) requestBody = this.body.subarray(0, this.bodyLen);
+    else if (this.bodyParts !== null) requestBody = Buffer.concat(this.bodyParts, this.bodyLen);
 
     let responseSource: RawCapture['responseSource'] = 'none';
     let responseHeaders: HeaderPair[] = [];
@@ -704,21 +700,7 @@ export class Exchange implements UpstreamHandler {
       responseSource = 'upstream';
       const raw = this.rawHeaders!;
       for (let i = 0; i < raw.length; i += 2) responseHeaders.push([raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1')]);
-      const buf = this.respBody;
-      const n = this.respBytes;
-      if (buf !== null && n > 0) {
-        let out = buf; // full (a complete sized body, or a truncated one): handed over as is
-        if (n < buf.length - n) {
-          // Mostly unwritten (e.g. a sized body cut short): copying the data is cheaper than keeping the buffer.
-          out = Buffer.allocUnsafeSlow(n);
-          buf.copy(out, 0, 0, n);
-        } else if (n < buf.length) {
-          // A smaller unwritten tail: zero it (no uninitialized memory leaves the thread) rather than copy the data.
-          buf.fill(0, n);
-        }
-        responseBody = out.length === n ? out : out.subarray(0, n);
-        transfer.push(out.buffer as ArrayBuffer);
-      }
+      if (this.respBody !== null) responseBody = this.respBody.subarray(0, this.respBytes);
     }
     const identity = this.identity!;
     return {
@@ -746,5 +728,13 @@ export class Exchange implements UpstreamHandler {
       clientAborted: this.clientGone,
       error: this.error,
     };
+  }
+
+  /** After the capture was copied: the body buffers go back to the thread's pool. */
+  releaseCaptureBuffers(): void {
+    if (this.body !== null && this.ctx.upstream.bodyDoneAtSettle) returnBody(this.body);
+    this.body = null;
+    if (this.respBody !== null) returnBody(this.respBody);
+    this.respBody = null;
   }
 }

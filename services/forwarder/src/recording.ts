@@ -134,6 +134,12 @@ export class RecordingQueue {
     }
   };
 
+  /** Captures that never reached the queue (a batch from a relay thread that could not be read): counted as failed. */
+  lost(count: number, e: unknown): void {
+    this.failed += count;
+    this.log('error', 'captures lost before the recorder: a batch from a relay thread could not be read', { err: e, count });
+  }
+
   private completionFailed(raw: RawCapture, e: unknown): void {
     this.failed++;
     this.log('error', 'capture could not be completed', { err: e, exchangeId: raw.exchangeId });

@@ -1,8 +1,10 @@
 // The relay threads of one forwarder, seen from the main thread: either one RelayThread in
 // the main thread, or N worker threads sharing the port through SO_REUSEPORT. Workers send
-// captures (buffers transferred) and metrics snapshots here; a crashed worker is replaced.
+// captures (packed, their bytes moved) and metrics snapshots here; a crashed worker is replaced.
 import { createServer } from 'node:net';
 import { Worker } from 'node:worker_threads';
+import type { RawCapture } from './capture.js';
+import { unpackCaptures, type CaptureBatch } from './capture-batch.js';
 import { emptySnapshot, mergeSnapshots, type MetricsSnapshot, type ScalarMetric } from './metrics.js';
 import type { RecordingQueue } from './recording.js';
 import type { RefusalCode } from './relay-context.js';
@@ -27,8 +29,19 @@ export interface RelayGroup {
   stop(graceMs: number): Promise<void>;
 }
 
+function acceptBatch(queue: RecordingQueue, batch: CaptureBatch): void {
+  let captures: RawCapture[];
+  try {
+    captures = unpackCaptures(batch);
+  } catch (e) {
+    queue.lost(1, e); // at least one; the batch could not say how many
+    return;
+  }
+  queue.accept(captures);
+}
+
 export async function startInProcess(opts: RelayThreadOptions, queue: RecordingQueue, log: RelayLog): Promise<RelayGroup> {
-  const relay = new RelayThread(opts, { captures: (batch) => queue.accept(batch), log });
+  const relay = new RelayThread(opts, { captures: (batch) => acceptBatch(queue, batch), log });
   let port: number;
   try {
     port = await relay.listen();
@@ -135,7 +148,7 @@ class RelayWorker {
         case 'listen-failed':
           return failed(new Error(m.message));
         case 'captures':
-          return queue.accept(m.batch);
+          return acceptBatch(queue, m.batch);
         case 'metrics': {
           this.lastSnapshot = m.snapshot;
           const w = this.waiters.get(m.id);

@@ -1,5 +1,5 @@
 // Messages between the main thread and relay worker threads.
-import type { RawCapture } from './capture.js';
+import type { CaptureBatch } from './capture-batch.js';
 import type { MetricsSnapshot } from './metrics.js';
 import type { RefusalCode } from './relay-context.js';
 import type { LogLevel } from './relay-log.js';
@@ -14,8 +14,8 @@ export type FromWorker =
   /** `tid`: the thread's kernel id (thread-priority.ts), null off Linux. */
   | { type: 'listening'; port: number; tid: number | null }
   | { type: 'listen-failed'; message: string }
-  /** Body buffers arrive transferred, not copied. */
-  | { type: 'captures'; batch: RawCapture[] }
+  /** The batch's ArrayBuffer arrives transferred, not copied. */
+  | { type: 'captures'; batch: CaptureBatch }
   | { type: 'metrics'; id: number; snapshot: MetricsSnapshot }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> }
   | { type: 'refusal-set'; id: number }

@@ -27,8 +27,8 @@ process.on('uncaughtException', (err) => log('error', 'uncaught exception in rel
 process.on('unhandledRejection', (err) => log('error', 'unhandled rejection in relay thread', { err }));
 
 const relay = new RelayThread(workerData as RelayThreadOptions, {
-  captures(batch, transfer) {
-    post({ type: 'captures', batch }, transfer);
+  captures(batch) {
+    post({ type: 'captures', batch }, [batch.bodies]);
   },
   log,
 });

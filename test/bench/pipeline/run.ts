@@ -34,7 +34,7 @@ import { reply, startMockUpstream } from '../../support/mock-upstream.js';
 import { pipelineTopics, messageBody, waitFor } from '../../support/pipeline.js';
 import { startIngestChild } from '../../support/pipeline-ingest.js';
 import { startSensorChild, type SensorChild, type SensorChildConfig } from '../../support/pipeline-sensor.js';
-import { cpuSeconds } from '../proc.js';
+import { cpuSeconds, interruptCounts } from '../proc.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const num = (name: string, fallback: number) => (args.has(name) ? Number(args.get(name)) : fallback);
@@ -184,6 +184,8 @@ interface LatencyReport {
    * each sensor process (the recording-on one by thread role), and the broker.
    */
   cpuPerRequestUs: { sensorOff: number; sensorOn: number; broker: number; sensorOffRelay: number; sensorOnThreads: { relay: number; main: number; other: number } };
+  /** Machine-wide TLB shootdowns and rescheduling IPIs per request during each target's blocks. */
+  interruptsPerRequest: Record<Target, { tlb: number; resched: number }>;
 }
 
 /** A sensor's CPU so far by thread role: relay threads, the main thread (recording), and the rest (libuv pool, V8 helpers, loader). */
@@ -213,6 +215,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   const seconds: Record<Target, number> = { direct: 0, off: 0, on: 0 };
   const turns: number[] = [];
   const backlog: number[] = [];
+  const interrupts: Record<Target, { tlb: number; resched: number }> = { direct: { tlb: 0, resched: 0 }, off: { tlb: 0, resched: 0 }, on: { tlb: 0, resched: 0 } };
   const agents: Record<Target, Agent> = { direct: new Agent({ keepAlive: true, maxSockets: CONCURRENCY }), off: new Agent({ keepAlive: true, maxSockets: CONCURRENCY }), on: new Agent({ keepAlive: true, maxSockets: CONCURRENCY }) };
   let on: SensorChild | undefined;
   let off: SensorChild | undefined;
@@ -241,7 +244,11 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     for (let turn = 0; turn < BLOCKS; turn++) {
       const means: Partial<Record<Target, number>> = {};
       for (const t of ORDERS[turn % ORDERS.length]!) {
+        const irq0 = interruptCounts();
         const r = await load(urlOf(t), keyOf(t), BLOCK_REQUESTS, CONCURRENCY, s.body, RATE, agents[t]);
+        const irq1 = interruptCounts();
+        interrupts[t].tlb += irq1.tlb - irq0.tlb;
+        interrupts[t].resched += irq1.resched - irq0.resched;
         errors += r.errors;
         samples[t].push(...r.latencies);
         seconds[t] += r.seconds;
@@ -293,6 +300,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     perTurnOnVsOffPct: { median: median(turns), turns },
     backlogAtBlockEnd: { median: median(backlog), max: Math.max(...backlog) },
     cpuPerRequestUs,
+    interruptsPerRequest: Object.fromEntries((['direct', 'off', 'on'] as const).map((t) => [t, { tlb: interrupts[t].tlb / samples[t].length, resched: interrupts[t].resched / samples[t].length }])) as Record<Target, { tlb: number; resched: number }>,
   };
 
   const rows: string[][] = [['target', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'mean ms']];
@@ -305,11 +313,13 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   const signed = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(2)} %`;
   console.log(`${BLOCKS} turns of ${BLOCK_REQUESTS} requests per target; added latency (forwarder − direct, pooled): recording off p50 ${ms(addedOff.p50)} ms, mean ${ms(addedOff.mean)} ms; recording on p50 ${ms(addedOn.p50)} ms, mean ${ms(addedOn.mean)} ms`);
   console.log(`CPU per measured request (µs, until recording caught up): forwarder recording off ${cpuPerRequestUs.sensorOff.toFixed(0)} (relay thread ${cpuPerRequestUs.sensorOffRelay.toFixed(0)}), recording on ${cpuPerRequestUs.sensorOn.toFixed(0)} (relay threads ${cpuPerRequestUs.sensorOnThreads.relay.toFixed(0)}, main thread ${cpuPerRequestUs.sensorOnThreads.main.toFixed(0)}, other threads ${cpuPerRequestUs.sensorOnThreads.other.toFixed(0)}), Kafka broker ${cpuPerRequestUs.broker.toFixed(0)}`);
+  const irq = report.interruptsPerRequest;
+  console.log(`interrupts per request during each target's blocks (machine-wide): TLB shootdowns direct ${irq.direct.tlb.toFixed(2)}, recording off ${irq.off.tlb.toFixed(2)}, on ${irq.on.tlb.toFixed(2)}; rescheduling IPIs ${irq.direct.resched.toFixed(2)}, ${irq.off.resched.toFixed(2)}, ${irq.on.resched.toFixed(2)}`);
   const sortedTurns = [...turns].sort((a, b) => a - b);
   console.log(`recording backlog when its block ended (records not yet handed to Kafka, of ${BLOCK_REQUESTS}): median ${report.backlogAtBlockEnd.median}, max ${report.backlogAtBlockEnd.max}`);
   console.log(`recording on vs off, end-to-end through the forwarder: p50 ${signed(report.recordingOnVsOffP50Pct)}, mean ${signed(report.recordingOnVsOffPct)}; per-turn ratios of the means: median ${signed(report.perTurnOnVsOffPct.median)} (quartiles ${signed(percentile(sortedTurns, 25))} / ${signed(percentile(sortedTurns, 75))})`);
   const goal = report.addedOnVsOffPct.mean;
-  console.log(`recording on vs off, the forwarder's added latency (pooled mean; p50 ${signed(report.addedOnVsOffPct.p50)}): ${signed(goal)} (goal < 5 %) → ${Math.abs(goal) < 5 ? 'OK' : 'OVER GOAL'}`);
+  console.log(`recording on vs off, the forwarder's added latency (pooled mean; p50 ${signed(report.addedOnVsOffPct.p50)}): ${signed(goal)} (goal < 5 %) → ${goal < 5 ? 'OK' : 'OVER GOAL'}${goal < -5 ? ' (recording measured faster than not recording: this run is noise-bound)' : ''}`);
   return report;
 }
 
