@@ -101,16 +101,3 @@ export function topLevelValueRanges(s: string, wanted: readonly string[]): Map<s
     i = skipSpace(s, i + 1);
   }
 }
-
-/** The parsed values of the `wanted` top-level keys of the JSON object text `s`; null as topLevelValueRanges, or when a wanted value is not JSON. */
-export function topLevelValues(s: string, wanted: readonly string[]): Map<string, unknown> | null {
-  const ranges = topLevelValueRanges(s, wanted);
-  if (ranges === null) return null;
-  const values = new Map<string, unknown>();
-  try {
-    for (const [k, [start, end]] of ranges) values.set(k, JSON.parse(s.slice(start, end)));
-  } catch {
-    return null;
-  }
-  return values;
-}

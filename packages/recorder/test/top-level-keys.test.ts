@@ -1,11 +1,22 @@
-// topLevelValues: the recorder's shortcut past JSON.parse for a request body's model and
+// topLevelValueRanges: the recorder's shortcut past JSON.parse for a request body's model and
 // metadata. Checked against JSON.parse itself on generated bodies full of the cases a
 // hand-written scanner gets wrong (escaped quotes, trailing backslashes, nested keys of the
 // same name, odd whitespace, duplicates), and on every cut-off prefix.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { requestFacts } from '@glitch/recorder';
-import { topLevelValues } from '../src/top-level-keys.js';
+import { topLevelValueRanges } from '../src/top-level-keys.js';
+
+/** The parsed values at the ranges topLevelValueRanges finds (null as it, or when one is not JSON). */
+function topLevelValues(s: string, wanted: readonly string[]): Map<string, unknown> | null {
+  const ranges = topLevelValueRanges(s, wanted);
+  if (ranges === null) return null;
+  try {
+    return new Map([...ranges].map(([k, [start, end]]) => [k, JSON.parse(s.slice(start, end)) as unknown]));
+  } catch {
+    return null;
+  }
+}
 
 const WANTED = ['model', 'metadata'];
 
