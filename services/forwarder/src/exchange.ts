@@ -668,11 +668,6 @@ export class Exchange implements UpstreamHandler {
     ctx.exchangeDone();
   }
 
-  /** Body bytes this exchange's capture holds (what a batch of captures weighs). */
-  capturedBytes(): number {
-    return this.bodyLen + this.respBytes;
-  }
-
   /**
    * The capture (called off the hot path, after the response has ended). Its bodies are
    * views on this exchange's buffers, valid until releaseCaptureBuffers(): the caller copies

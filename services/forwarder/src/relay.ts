@@ -49,16 +49,6 @@ export interface RelaySinks {
 }
 
 const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
-
-// Captures go to the recorder in batches at most this far apart (or sooner, at the counts
-// below). Each hand-off wakes the recording thread, and on a small VM a wake-up costs both
-// threads more than the work (the sender's cross-CPU wake-up, the sleeper's cold caches):
-// measured on 2 cores at 300 req/s, handing each capture over on its own cost the recording
-// side ~200 µs of CPU per record more than handing over 100 at a time. Records are off the
-// hot path; 20 ms later is still live.
-const CAPTURE_FLUSH_MS = 20;
-const CAPTURE_BATCH_MAX = 64;
-const CAPTURE_BATCH_BYTES = 4 * 1024 * 1024;
 type ListenWithOptions = (host: string, port: number, options: number, cb: (s: us_listen_socket | false) => void) => TemplatedApp;
 
 function captureLimit(value: number | undefined): number {
@@ -86,9 +76,7 @@ export class RelayThread implements RelayContext {
   private readonly app: TemplatedApp;
   private listenSocket: us_listen_socket | null = null;
   private pendingCaptures: Exchange[] = [];
-  private pendingCaptureBytes = 0;
   private flushScheduled = false;
-  private flushTimer: NodeJS.Timeout | undefined;
   private idleWaiters: Array<() => void> = [];
   private stopping: Promise<void> | null = null;
 
@@ -187,14 +175,9 @@ export class RelayThread implements RelayContext {
 
   captured(ex: Exchange): void {
     this.pendingCaptures.push(ex);
-    this.pendingCaptureBytes += ex.capturedBytes();
-    if (this.pendingCaptures.length >= CAPTURE_BATCH_MAX || this.pendingCaptureBytes >= CAPTURE_BATCH_BYTES) {
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(this.flushCaptures); // after this tick's I/O, not inside the exchange's callback
-      }
-    } else if (this.flushTimer === undefined && !this.flushScheduled) {
-      this.flushTimer = setTimeout(this.flushCaptures, CAPTURE_FLUSH_MS);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushCaptures);
     }
   }
 
@@ -204,12 +187,9 @@ export class RelayThread implements RelayContext {
 
   private readonly flushCaptures = (): void => {
     this.flushScheduled = false;
-    clearTimeout(this.flushTimer);
-    this.flushTimer = undefined;
     if (this.pendingCaptures.length === 0) return;
     const batch = this.pendingCaptures;
     this.pendingCaptures = [];
-    this.pendingCaptureBytes = 0;
     const captures: RawCapture[] = [];
     for (const ex of batch) {
       try {
