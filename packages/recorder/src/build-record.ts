@@ -3,7 +3,7 @@
 import type { CapturedExchange, HeaderPair } from '@glitch/forwarder';
 import { redactHeaders } from '@glitch/log';
 import { isUtf8 } from 'node:buffer';
-import { ExchangeRecord, SCHEMA_VERSION, type Body } from '@glitch/records';
+import { bodyFromBytes, ExchangeRecord, SCHEMA_VERSION, type Body } from '@glitch/records';
 import { topLevelValueRanges } from './top-level-keys.js';
 
 const EMPTY = new Uint8Array(0);
@@ -136,12 +136,9 @@ function buildRecord(x: CapturedExchange, bodyOf: BodyOf): ExchangeRecord {
   return ExchangeRecord.parse(record);
 }
 
-/** Body as the record carries it: utf8 text when the bytes are valid UTF-8, else base64 (bodyFromBytes). */
-const bodyAsString: BodyOf = (bytes, text) =>
-  text !== null ? { encoding: 'utf8', data: bytes.toString('utf8'), bytes: bytes.length } : { encoding: 'base64', data: bytes.toString('base64'), bytes: bytes.length };
-
+/** Bodies as the record carries them, as plain strings (the records package's own helper). */
 export function buildExchangeRecord(x: CapturedExchange): ExchangeRecord {
-  return buildRecord(x, bodyAsString);
+  return buildRecord(x, (bytes) => bodyFromBytes(bytes));
 }
 
 export interface EncodedRecord {

@@ -19,7 +19,7 @@ import type { Logger } from '@glitch/log';
 import { TOPICS } from '@glitch/records';
 import type { DiskSpool } from '@glitch/spool';
 import { randomBytes } from 'node:crypto';
-import { encodeExchangeRecord } from './build-record.js';
+import { encodeExchangeRecord, type EncodedRecord } from './build-record.js';
 
 export interface PublisherStats {
   captured: number;
@@ -56,11 +56,8 @@ export interface PublisherOptions {
   maxWindowRecords?: number;
 }
 
-interface Pending {
-  key: string;
-  id: string;
-  serialized: Buffer;
-}
+/** A record waiting for the bus or the spool: its key, id and serialized bytes. */
+type Pending = EncodedRecord;
 
 const KEY_LEN_BYTES = 2;
 

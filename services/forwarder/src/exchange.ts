@@ -500,8 +500,8 @@ export class Exchange implements UpstreamHandler {
     let buf = this.respBody!;
     if (end > buf.length) {
       // A stream grew, a sized body outgrew its capped prealloc, or upstream sent more than
-      // its content-length (it is cut off by then). Aim at the declared length so a complete
-      // body fills the buffer exactly (handed over without a copy).
+      // its content-length (it is cut off by then). Aim at the declared length, so a
+      // complete body needs no second growth.
       let size = Math.max(end, buf.length * 2);
       if (this.bodyMode === BODY_SIZED && this.contentLength >= end) size = Math.min(size, this.contentLength);
       const grown = takeBody(Math.min(size, limit), true);
