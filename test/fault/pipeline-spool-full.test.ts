@@ -94,6 +94,7 @@ test('spool full under the refuse policy: 503 overloaded_error, visible in metri
     const during = await metrics();
     assert.equal(sample(during, 'glitch_forwarder_admission_refusing'), 1);
     assert.equal(sample(during, 'glitch_recorder_spooling'), 1);
+    assert.equal(sample(during, 'glitch_recorder_spool_pressed'), 1, 'captures are handed over without delay while the spool is short of room');
     assert.ok((sample(during, 'glitch_recorder_records_spooled_total') ?? 0) >= spooledWhileRefusing, 'spooled records counted');
     assert.ok((sample(during, 'glitch_recorder_spool_bytes') ?? 0) >= 270_000, 'spool bytes reported');
     assert.equal(sample(during, 'glitch_recorder_records_dropped_total{reason="none"}'), 0);

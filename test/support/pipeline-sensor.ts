@@ -25,6 +25,8 @@ export interface SensorChildConfig {
   recording?: boolean;
   /** See SensorOptions.recordingPriority (the services default to `idle`). */
   recordingPriority?: RecordingPriority;
+  /** See SensorOptions.relayInMainThread. */
+  relayInMainThread?: boolean;
   /** false: node without --single-threaded-gc (the `glitch` command passes it). Default true. */
   singleThreadedGc?: boolean;
 }

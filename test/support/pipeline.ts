@@ -62,6 +62,8 @@ export interface SensorOptions {
   recording?: boolean;
   /** startForwarder's recordingPriority (default `normal`: a test process is never lowered). */
   recordingPriority?: RecordingPriority;
+  /** startForwarder's relayInMainThread (default: only without a recorder). */
+  relayInMainThread?: boolean;
 }
 
 export interface Sensor {
@@ -93,6 +95,7 @@ export async function startSensor(o: SensorOptions): Promise<Sensor> {
       ...(o.recording === false ? {} : { recorder: publisher }),
       shutdownGraceMs: 5_000,
       ...(o.recordingPriority !== undefined ? { recordingPriority: o.recordingPriority } : {}),
+      ...(o.relayInMainThread !== undefined ? { relayInMainThread: o.relayInMainThread } : {}),
     });
   } catch (e) {
     await publisher.close();

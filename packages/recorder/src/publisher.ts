@@ -167,7 +167,12 @@ export class RecordPublisher implements Recorder {
   /** The forwarder refuses new requests (503) while the spool is full under the `refuse` policy. */
   get admission(): AdmissionSignal {
     const spool = this.opts.spool;
-    return { isRefusing: () => spool.refusing, onChange: (cb) => spool.onRefusingChange(cb) };
+    return {
+      isRefusing: () => spool.refusing,
+      onChange: (cb) => spool.onRefusingChange(cb),
+      isUrgent: () => spool.pressed,
+      onUrgentChange: (cb) => spool.onPressedChange(cb),
+    };
   }
 
   /** Counters for the forwarder's admin /metrics. */
@@ -193,6 +198,7 @@ export class RecordPublisher implements Recorder {
       { name: `${p}spool_bytes`, help: 'Bytes in the disk spool (on disk and waiting to be flushed).', type: 'gauge', value: s.spool.bytes },
       { name: `${p}spool_entries`, help: 'Records in the disk spool.', type: 'gauge', value: s.spool.entries },
       { name: `${p}spool_full`, help: '1 while the disk spool is full (records are dropped or requests refused, per policy).', type: 'gauge', value: s.spool.full ? 1 : 0 },
+      { name: `${p}spool_pressed`, help: '1 while a refuse-policy spool is at least half full: captures reach the recorder without delay.', type: 'gauge', value: this.opts.spool.pressed ? 1 : 0 },
       { name: `${p}spool_dropped_oldest_total`, help: 'Spooled records dropped to make room (policy drop-oldest).', type: 'counter', value: s.spool.droppedOldest },
       { name: `${p}spool_refused_total`, help: 'Records the full spool refused.', type: 'counter', value: s.spool.refused },
       { name: `${p}spool_torn_skipped_total`, help: 'Torn or corrupt spool entries (a crash mid-write) skipped at start.', type: 'counter', value: s.spool.tornSkipped },

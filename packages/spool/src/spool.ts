@@ -48,6 +48,9 @@ const SEGMENT_RE = /^(\d{12})\.seg$/;
 const CURSOR = 'cursor';
 const REFUSE_AT = 0.9;
 const RESUME_BELOW = 0.75;
+// Under the `refuse` policy, `pressed` from here (until usage is under half of it): records
+// should reach the spool without delay, so the refusal at REFUSE_AT comes in time.
+const PRESSED_AT = 0.5;
 
 interface Segment {
   seq: number;
@@ -72,6 +75,8 @@ export class DiskSpool {
   // once replay brings usage under RESUME_BELOW, so the forwarder does not flap at the edge.
   private refuseLatched = false;
   private readonly refusingListeners = new Set<(refusing: boolean) => void>();
+  private pressedLatched = false;
+  private readonly pressedListeners = new Set<(pressed: boolean) => void>();
   private readonly counters = { appended: 0, replayed: 0, droppedOldest: 0, refused: 0, tornSkipped: 0 };
 
   constructor(options: SpoolOptions) {
@@ -94,6 +99,7 @@ export class DiskSpool {
     }
     // Reopened nearly full (Kafka still down at the last stop): refuse until replay makes room.
     if (this.opts.whenFull === 'refuse' && this.diskBytes() >= this.opts.maxBytes * REFUSE_AT) this.refuseLatched = true;
+    this.updatePressed();
   }
 
   get stats(): SpoolStats {
@@ -127,6 +133,32 @@ export class DiskSpool {
     for (const listener of this.refusingListeners) listener(value);
   }
 
+  /**
+   * Under the `refuse` policy, true from half full until under a quarter (or while refusing):
+   * the room left is what records already on their way must fit in, so whoever hands records
+   * over should not hold them back (the forwarder's capture hand-off then wakes the recorder
+   * for each batch instead of letting it poll).
+   */
+  get pressed(): boolean {
+    return this.pressedLatched;
+  }
+
+  /** Told on every change of {@link pressed}; returns the unsubscribe function. */
+  onPressedChange(listener: (pressed: boolean) => void): () => void {
+    this.pressedListeners.add(listener);
+    return () => this.pressedListeners.delete(listener);
+  }
+
+  private updatePressed(): void {
+    if (this.opts.whenFull !== 'refuse') return;
+    const used = this.diskBytes() + this.pendingBytes;
+    const max = this.opts.maxBytes;
+    const next = this.refuseLatched || (this.pressedLatched ? used >= (max * PRESSED_AT) / 2 : used >= max * PRESSED_AT);
+    if (next === this.pressedLatched) return;
+    this.pressedLatched = next;
+    for (const listener of this.pressedListeners) listener(next);
+  }
+
   append(payload: Uint8Array): AppendOutcome {
     if (this.closed) return { ok: false, reason: 'closed' };
     const size = HEADER + payload.byteLength;
@@ -135,6 +167,7 @@ export class DiskSpool {
       if (this.opts.whenFull === 'refuse') {
         this.counters.refused++;
         this.setRefusing(true);
+        this.updatePressed();
         this.signalFull(0);
         return { ok: false, reason: 'spool_full' };
       }
@@ -151,6 +184,7 @@ export class DiskSpool {
     this.pendingEntries++;
     this.counters.appended++;
     if (this.opts.whenFull === 'refuse' && this.diskBytes() + this.pendingBytes >= this.opts.maxBytes * REFUSE_AT) this.setRefusing(true);
+    this.updatePressed();
     if (this.pendingBytes >= this.opts.flushBytes) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), this.opts.flushIntervalMs);
     return { ok: true };
@@ -243,6 +277,7 @@ export class DiskSpool {
           this.counters.replayed += delivered;
           this.saveCursor(seg);
           if (this.refuseLatched && this.diskBytes() + this.pendingBytes < this.opts.maxBytes * RESUME_BELOW) this.setRefusing(false);
+          this.updatePressed();
         }
         if (delivered < batch.length) {
           this.saveCursor(seg);
@@ -257,6 +292,7 @@ export class DiskSpool {
     }
     this.wasFull = false;
     this.setRefusing(false);
+    this.updatePressed();
     return acked;
   }
 

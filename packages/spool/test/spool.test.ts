@@ -136,6 +136,30 @@ test('refuse: refusing starts at 90 % (room left for exchanges in flight), is to
   b.close();
 });
 
+test('refuse: pressed from 50 % until under 25 % after replay, told to listeners; never under drop-oldest', async () => {
+  const d = dir();
+  const changes: boolean[] = [];
+  const a = new DiskSpool({ dir: d, maxBytes: 10_000, whenFull: 'refuse', segmentBytes: 2_000 });
+  a.onPressedChange((p) => changes.push(p));
+  let i = 0;
+  while (!a.pressed) assert.equal(a.append(entry(i++)).ok, true);
+  assert.ok(a.stats.bytes >= 5_000 && a.stats.bytes < 6_000, `pressed from 50 % (at ${a.stats.bytes} bytes)`);
+  assert.equal(a.refusing, false, 'pressed comes well before refusing');
+  let bytesWhenReleased = -1;
+  await a.replay(async () => {
+    if (!a.pressed && bytesWhenReleased < 0) bytesWhenReleased = a.stats.bytes;
+    return 'ok';
+  });
+  assert.deepEqual(changes, [true, false]);
+  assert.ok(bytesWhenReleased >= 0 && bytesWhenReleased < 2_500, `released under 25 % (at ${bytesWhenReleased} bytes)`);
+  a.close();
+
+  const drop = new DiskSpool({ dir: dir(), maxBytes: 10_000, whenFull: 'drop-oldest', segmentBytes: 2_000 });
+  for (let k = 0; k < 200; k++) drop.append(entry(k));
+  assert.equal(drop.pressed, false, 'a drop-oldest spool refuses nothing, so nothing is urgent');
+  drop.close();
+});
+
 test('refuse: a full spool refuses new entries and reports refusing for the hot path', () => {
   const d = dir();
   let told = 0;

@@ -25,6 +25,14 @@ export interface AdmissionSignal {
   isRefusing(): boolean;
   /** Called on every change. May return an unsubscribe function, called by stop(). */
   onChange(cb: (refusing: boolean) => void): void | (() => void);
+  /**
+   * Optional: true while refusing is near (the recorder's room is short), so captures must
+   * reach it without delay. Relay workers otherwise hand captures over through a ring the
+   * main thread polls every few milliseconds (capture-inbox.ts); while urgent they wake it
+   * for every batch, so records of requests admitted just before the refusal still fit.
+   */
+  isUrgent?(): boolean;
+  onUrgentChange?(cb: (urgent: boolean) => void): void | (() => void);
 }
 
 export interface ForwarderOptions {
@@ -275,13 +283,18 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     }
     return applyRefusal();
   };
-  let unsubscribe: (() => void) | null = null;
+  const unsubscribe: (() => void)[] = [];
   if (admission) {
     const signal = admission;
     const off = signal.onChange((value) => void setRefusing(value === true));
-    if (typeof off === 'function') unsubscribe = off;
+    if (typeof off === 'function') unsubscribe.push(off);
     // A change between the first read and the subscription must not be lost.
     if (signal.isRefusing() !== refusing) await setRefusing(!refusing);
+    if (signal.isUrgent && signal.onUrgentChange) {
+      const offUrgent = signal.onUrgentChange((urgent) => group.setHandoffUrgent(urgent));
+      if (typeof offUrgent === 'function') unsubscribe.push(offUrgent);
+      group.setHandoffUrgent(signal.isUrgent());
+    }
   }
 
   return {
@@ -295,7 +308,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     stop(graceMs = o.shutdownGraceMs) {
       stopping ??= (async () => {
         log('info', 'forwarder stopping', { graceMs });
-        unsubscribe?.();
+        for (const off of unsubscribe) off();
         await group.stop(graceMs);
         await queue.drain(5_000);
         await adminServer.close();

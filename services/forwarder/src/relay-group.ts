@@ -1,17 +1,20 @@
 // The relay threads of one forwarder, seen from the main thread: either one RelayThread in
-// the main thread, or N worker threads sharing the port through SO_REUSEPORT. Workers send
-// captures (packed, their bytes moved) and metrics snapshots here; a crashed worker is replaced.
+// the main thread, or N worker threads sharing the port through SO_REUSEPORT. Workers hand
+// captures over through their capture rings (capture-inbox.ts) and send metrics snapshots
+// here; a crashed worker is replaced.
 import { createServer } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import type { RawCapture } from './capture.js';
-import { unpackCaptures, type CaptureBatch } from './capture-batch.js';
+import { packCaptures, unpackCaptures } from './capture-batch.js';
+import { CaptureInbox, CapturePoller } from './capture-inbox.js';
+import { createCaptureRing } from './capture-ring.js';
 import { emptySnapshot, mergeSnapshots, type MetricsSnapshot, type ScalarMetric } from './metrics.js';
 import type { RecordingQueue } from './recording.js';
 import type { RefusalCode } from './relay-context.js';
 import { RelayThread, type RelayThreadOptions } from './relay.js';
 import type { RelayLog } from './relay-log.js';
 import { currentThreadId } from './thread-priority.js';
-import type { FromWorker, ToWorker } from './worker-protocol.js';
+import type { FromWorker, RelayWorkerData, ToWorker } from './worker-protocol.js';
 
 export interface RelayGroup {
   readonly port: number;
@@ -26,10 +29,12 @@ export interface RelayGroup {
   onReplacement(cb: (tid: number | null) => void): void;
   /** Admission for every thread; resolves once each one applies it (threads started later start with it). */
   setRefusal(refusal: RefusalCode | null): Promise<void>;
+  /** While true, captures reach the recorder at once instead of within a poll (CapturePoller). */
+  setHandoffUrgent(urgent: boolean): void;
   stop(graceMs: number): Promise<void>;
 }
 
-function acceptBatch(queue: RecordingQueue, batch: CaptureBatch): void {
+function acceptBatch(queue: RecordingQueue, batch: Uint8Array): void {
   let captures: RawCapture[];
   try {
     captures = unpackCaptures(batch);
@@ -41,7 +46,8 @@ function acceptBatch(queue: RecordingQueue, batch: CaptureBatch): void {
 }
 
 export async function startInProcess(opts: RelayThreadOptions, queue: RecordingQueue, log: RelayLog): Promise<RelayGroup> {
-  const relay = new RelayThread(opts, { captures: (batch) => acceptBatch(queue, batch), log });
+  // Copied: the relay reuses its body buffers once the sink returns.
+  const relay = new RelayThread(opts, { captures: (captures) => acceptBatch(queue, packCaptures(captures)), log });
   let port: number;
   try {
     port = await relay.listen();
@@ -64,6 +70,7 @@ export async function startInProcess(opts: RelayThreadOptions, queue: RecordingQ
     setRefusal: async (refusal) => {
       relay.refusal = refusal;
     },
+    setHandoffUrgent: () => {}, // in this thread captures reach the recorder at once anyway
     stop(graceMs) {
       stopping = true;
       return relay.stop(graceMs);
@@ -76,6 +83,12 @@ export async function startInProcess(opts: RelayThreadOptions, queue: RecordingQ
 // Well under a Prometheus scrape timeout (10 s by default), long enough for a thread busy with a huge capture.
 const METRICS_TIMEOUT_MS = 2_000;
 const MAX_RESTARTS = 20;
+/**
+ * Room in each worker's capture ring: ~400 of the bench's 19 KB captures, a few seconds of a
+ * busy thread's traffic for a recorder that fell behind. Batches over a quarter of it go by
+ * message. Pages are touched only as the ring goes round, so RSS grows with use, up to this.
+ */
+const CAPTURE_RING_BYTES = 8 * 1024 * 1024;
 
 /**
  * How to start worker.ts. Under tsx (sources, tests) the worker gets no loader hooks from
@@ -129,10 +142,15 @@ class RelayWorker {
   private readonly refusalAcks = new Map<number, () => void>();
   private onStopped: (() => void) | null = null;
   private readonly exitedPromise: Promise<void>;
+  readonly inbox: CaptureInbox;
 
-  constructor(opts: RelayThreadOptions, queue: RecordingQueue, log: RelayLog, onExit: (w: RelayWorker, code: number) => void) {
+  constructor(opts: RelayThreadOptions, queue: RecordingQueue, poller: CapturePoller, log: RelayLog, onExit: (w: RelayWorker, code: number) => void) {
     const entry = workerEntry();
-    this.worker = new Worker(entry.filename, { eval: entry.eval, workerData: opts, execArgv: workerExecArgv() });
+    const captureRing = createCaptureRing(opts.recording ? CAPTURE_RING_BYTES : 64);
+    this.inbox = new CaptureInbox(captureRing, (batch) => acceptBatch(queue, batch));
+    poller.add(this.inbox);
+    const workerData: RelayWorkerData = { ...opts, captureRing };
+    this.worker = new Worker(entry.filename, { eval: entry.eval, workerData, execArgv: workerExecArgv() });
     let listened: (port: number) => void = () => {};
     let failed: (e: Error) => void = () => {};
     this.listening = new Promise<number>((resolve, reject) => {
@@ -148,7 +166,9 @@ class RelayWorker {
         case 'listen-failed':
           return failed(new Error(m.message));
         case 'captures':
-          return acceptBatch(queue, m.batch);
+          return this.inbox.received(m.seq, m.batch);
+        case 'captures-wake':
+          return poller.wake();
         case 'metrics': {
           this.lastSnapshot = m.snapshot;
           const w = this.waiters.get(m.id);
@@ -164,6 +184,7 @@ class RelayWorker {
         }
         case 'stopped':
           this.stopped = true;
+          this.inbox.drain(); // its last captures, before anyone waits on the recorder
           return this.onStopped?.();
       }
     });
@@ -174,6 +195,9 @@ class RelayWorker {
     this.exitedPromise = new Promise((resolve) => {
       this.worker.once('exit', (code) => {
         this.exited = true;
+        // Whatever it wrote is still in the ring, a crash included.
+        const skipped = poller.remove(this.inbox);
+        if (skipped > 0) queue.lost(skipped, new Error(`relay thread exited with ${skipped} capture batches never handed over`));
         failed(new Error(`relay thread exited (code ${code}) before listening`));
         for (const w of this.waiters.values()) w(this.lastSnapshot);
         this.waiters.clear();
@@ -240,14 +264,17 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
   let stopping = false;
   let restarts = 0;
   let retired = emptySnapshot(); // counters of threads that died, so totals never go down
+  let messageBatches = 0; // the same, for capture batches that came by message
   let workers: RelayWorker[] = [];
   let opts: RelayThreadOptions = base;
   let refusal = base.refusal;
   let onReplacement: (tid: number | null) => void = () => {};
+  const poller = new CapturePoller();
 
   const onExit = (w: RelayWorker, code: number): void => {
     if (stopping || !workers.includes(w)) return;
     retired = mergeSnapshots([retired, { ...w.lastSnapshot, openStreams: 0, pool: { connected: 0, free: 0, pending: 0, running: 0 } }]);
+    messageBatches += w.inbox.messageBatches;
     if (restarts >= MAX_RESTARTS) {
       log('error', 'relay thread exited; restart limit reached, running with fewer threads', { code });
       workers = workers.filter((x) => x !== w);
@@ -255,7 +282,7 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
     }
     restarts++;
     log('error', 'relay thread exited unexpectedly; starting a new one', { code, restarts });
-    const replacement = new RelayWorker({ ...opts, refusal }, queue, log, onExit);
+    const replacement = new RelayWorker({ ...opts, refusal }, queue, poller, log, onExit);
     workers = workers.map((x) => (x === w ? replacement : x));
     replacement.listening.then(
       () => onReplacement(replacement.tid),
@@ -270,7 +297,7 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
   for (let attempt = 0; attempt < attempts; attempt++) {
     const port = await probePort(base.host, base.port);
     opts = { ...base, port, exclusivePort: false };
-    workers = Array.from({ length: threads }, () => new RelayWorker(opts, queue, log, onExit));
+    workers = Array.from({ length: threads }, () => new RelayWorker(opts, queue, poller, log, onExit));
     const results = await Promise.allSettled(workers.map((w) => w.listening));
     const failure = results.find((r) => r.status === 'rejected');
     if (!failure) {
@@ -285,6 +312,12 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
         scalarMetrics: () => [
           { name: 'glitch_forwarder_threads', help: 'Relay threads running.', type: 'gauge', value: workers.filter((w) => !w.exited).length },
           { name: 'glitch_forwarder_thread_restarts_total', help: 'Relay threads replaced after exiting unexpectedly.', type: 'counter', value: restarts },
+          {
+            name: 'glitch_forwarder_capture_message_batches_total',
+            help: 'Capture batches that went by message instead of the capture ring (too big for it, or it was full).',
+            type: 'counter',
+            value: messageBatches + workers.reduce((n, w) => n + w.inbox.messageBatches, 0),
+          },
         ],
         relayThreadIds: () => workers.filter((w) => !w.exited && w.tid !== null).map((w) => w.tid!),
         onReplacement(cb) {
@@ -294,15 +327,18 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
           refusal = value;
           await Promise.all(workers.map((w) => w.setRefusal(value)));
         },
+        setHandoffUrgent: (urgent) => poller.setUrgent(urgent),
         async stop(graceMs) {
           stopping = true;
           await Promise.all(workers.map((w) => w.stop(graceMs)));
+          poller.stop();
         },
       };
     }
     lastError = (failure as PromiseRejectedResult).reason;
     stopping = true;
     await Promise.all(workers.map((w) => w.terminate()));
+    poller.stop();
     stopping = false;
   }
   throw lastError instanceof Error ? lastError : new Error(String(lastError));

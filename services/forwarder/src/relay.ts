@@ -5,7 +5,6 @@ import { performance } from 'node:perf_hooks';
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import type { RawCapture } from './capture.js';
-import { packCaptures, type CaptureBatch } from './capture-batch.js';
 import { Exchange } from './exchange.js';
 import { staticKeyStore, type KeyStore, type StaticKey } from './keys.js';
 import { RelayMetrics, type MetricsSnapshot } from './metrics.js';
@@ -43,8 +42,11 @@ export interface RelayThreadOptions extends Omit<RelaySettings, 'responseCapture
 }
 
 export interface RelaySinks {
-  /** Completed captures, packed (its ArrayBuffer is the sink's to move or keep). */
-  captures(batch: CaptureBatch): void;
+  /**
+   * Completed captures. Their bodies are views on the relay's pooled buffers, which go back
+   * to the pool when this returns: the sink copies what it keeps (capture-batch.ts).
+   */
+  captures(captures: readonly RawCapture[]): void;
   log: RelayLog;
 }
 
@@ -198,19 +200,12 @@ export class RelayThread implements RelayContext {
         this.log('error', 'could not build capture', { err: e });
       }
     }
-    let packed: CaptureBatch;
     try {
-      packed = packCaptures(captures);
+      this.sinks.captures(captures);
     } catch (e) {
-      this.log('error', 'could not pack captures', { err: e, captures: captures.length });
-      return;
+      this.log('error', 'capture sink failed', { err: e, captures: captures.length });
     } finally {
       for (const ex of batch) ex.releaseCaptureBuffers();
-    }
-    try {
-      this.sinks.captures(packed);
-    } catch (e) {
-      this.log('error', 'capture sink failed', { err: e });
     }
   };
 

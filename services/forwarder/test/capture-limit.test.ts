@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { unpackCaptures, type CaptureBatch } from '../src/capture-batch.js';
+import { packCaptures, unpackCaptures } from '../src/capture-batch.js';
 import type { CapturedExchange } from '../src/capture.js';
 import { DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES } from '../src/index.js';
 import type { StaticKey } from '../src/keys.js';
@@ -202,7 +202,8 @@ describe('response capture limit option', () => {
     assert.equal(DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES, 32 * MIB);
     const up = await startUpstream();
     const captures: import('../src/capture.js').RawCapture[] = [];
-    const sinks = { captures: (batch: CaptureBatch) => void captures.push(...unpackCaptures(batch)), log: () => {} };
+    // Copied, as every sink must: the relay reuses the buffers once it returns.
+    const sinks = { captures: (batch: readonly import('../src/capture.js').RawCapture[]) => void captures.push(...unpackCaptures(packCaptures(batch))), log: () => {} };
     const t = new RelayThread(relayOptions(up.url), sinks);
     assert.equal(t.opts.responseCaptureLimitBytes, DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES);
     await t.stop(0);

@@ -125,3 +125,26 @@ export async function eventually(check: () => boolean, ms = 3_000, what = 'condi
 export function sseEvent(event: string, data: unknown): string {
   return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 }
+
+/** A minimal capture: exchange id from `i`, a zeroed request body of `bodyBytes`. */
+export function rawCapture(i: number, bodyBytes: number): import('../src/capture.js').RawCapture {
+  return {
+    exchangeId: `0190a0a0-0000-7000-8000-${String(i).padStart(12, '0')}`,
+    tenantId: 't',
+    keyId: 'k',
+    method: 'POST',
+    path: '/v1/messages',
+    query: '',
+    requestHeaders: [['content-type', 'application/json']],
+    requestBody: new Uint8Array(bodyBytes),
+    status: 200,
+    responseSource: 'upstream',
+    responseHeaders: [['content-type', 'application/json']],
+    responseBody: new Uint8Array(0),
+    responseBodyBytes: 0,
+    responseBodyTruncated: false,
+    timings: { receivedAt: Date.now(), dispatchedMs: 0, upstreamFirstByteMs: 1, doneMs: 2, addedOverheadMs: 0.1 },
+    clientAborted: false,
+    error: null,
+  };
+}

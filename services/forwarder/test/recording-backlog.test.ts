@@ -10,7 +10,8 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { startForwarder, type RawCapture, type StaticKey } from '../src/index.js';
+import { startForwarder, type StaticKey } from '../src/index.js';
+import { rawCapture } from './helpers.js';
 import { RecordingQueue } from '../src/recording.js';
 
 const KEY: StaticKey = { id: 'key-1', tenantId: 'tenant-a', secret: 'glitch_sk_test_backlog_0123456789ab' };
@@ -30,27 +31,6 @@ interface Response {
   retryAfter: string | null;
 }
 
-function rawCapture(i: number, bodyBytes: number): RawCapture {
-  return {
-    exchangeId: `0190a0a0-0000-7000-8000-${String(i).padStart(12, '0')}`,
-    tenantId: 't',
-    keyId: 'k',
-    method: 'POST',
-    path: '/v1/messages',
-    query: '',
-    requestHeaders: [['content-type', 'application/json']],
-    requestBody: new Uint8Array(bodyBytes),
-    status: 200,
-    responseSource: 'upstream',
-    responseHeaders: [['content-type', 'application/json']],
-    responseBody: new Uint8Array(0),
-    responseBodyBytes: 0,
-    responseBodyTruncated: false,
-    timings: { receivedAt: Date.now(), dispatchedMs: 0, upstreamFirstByteMs: 1, doneMs: 2, addedOverheadMs: 0.1 },
-    clientAborted: false,
-    error: null,
-  };
-}
 
 describe('recording backlog', () => {
   it('the queue latches backlogged at the capture bound or half the byte bound, and releases under a quarter', async () => {

@@ -22,6 +22,8 @@
 //   npm run bench:pipeline -- --blocks=60 --block=300 --concurrency=16 --body=16384 --threads=1
 //   npm run bench:pipeline -- --only=latency   (or --only=throughput: one phase)
 //   npm run bench:pipeline -- --recording-priority=normal   (default idle, as the services run)
+//   npm run bench:pipeline -- --only=latency --control=aa   (A/A: neither forwarder records; checks the bench's bias)
+//   npm run bench:pipeline -- --off-relay=main   (the recording-off forwarder's relay in its main thread)
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
@@ -54,6 +56,28 @@ if (PRIORITY !== 'idle' && PRIORITY !== 'normal') {
   console.error(`--recording-priority must be idle or normal (got ${String(PRIORITY)})`);
   process.exit(2);
 }
+/**
+ * Where the recording-off forwarder's one relay thread runs: `worker` (default; as with
+ * recording on, and as every forwarder with more than one thread runs) or `main` (what a
+ * one-thread forwarder without a recorder does by default).
+ */
+const OFF_RELAY = args.get('off-relay') ?? 'worker';
+if (OFF_RELAY !== 'worker' && OFF_RELAY !== 'main') {
+  console.error(`--off-relay must be worker or main (got ${OFF_RELAY})`);
+  process.exit(2);
+}
+/**
+ * `--control=aa`: the "recording on" forwarder does not record either (an A/A run). What it
+ * then measures as "recording on vs off" is the bench's own bias and noise, which should be
+ * near 0: check it before trusting a result near the goal.
+ */
+const CONTROL_AA = args.get('control') === 'aa';
+if (args.has('control') && !CONTROL_AA) {
+  console.error(`--control must be aa (got ${args.get('control')})`);
+  process.exit(2);
+}
+/** Pause after every block (ms), the same for every target (see latencyPhase). */
+const GAP_MS = num('gap', 50);
 /** `--only=latency` or `--only=throughput` runs one phase (default both). */
 const ONLY = args.get('only');
 if (ONLY !== undefined && ONLY !== 'latency' && ONLY !== 'throughput') {
@@ -228,10 +252,14 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     const urlOf = (t: Target) => (t === 'direct' ? s.up.url : sensors[t].url);
     const keyOf = (t: Target) => (t === 'direct' ? null : s.key.secret);
     // The recording forwarder's records of one block are stored before the next block
-    // starts, so its idle-priority work does not spill into another target's block.
+    // starts, so its idle-priority work does not spill into another target's block. Every
+    // block, whatever its target, is followed by the same pause: with a pause after the
+    // recording blocks only, the other targets ran some blocks back to back with their own
+    // previous one (warm), and an A/A run (--control=aa) measured +8 to +16 % for
+    // identical forwarders.
     const settle = async () => {
       await waitFor(async () => (await sensors.on.stats()).queued === 0, 60_000, 'recording to catch up');
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, GAP_MS));
     };
     // Warm up every path (JIT, pools, keep-alive connections, Kafka producer connection).
     for (const t of ['direct', 'off', 'on'] as const) await load(urlOf(t), keyOf(t), 300, CONCURRENCY, s.body, 0, agents[t]);
@@ -257,8 +285,8 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
           // How far recording trailed its block (records not yet handed to Kafka): near zero
           // means it kept up during the block rather than running in the settle pause.
           backlog.push((await sensors.on.stats()).queued);
-          await settle();
         }
+        await settle();
       }
       turns.push(((means.on! - means.off!) / means.off!) * 100);
       if ((turn + 1) % 10 === 0 || turn + 1 === BLOCKS) console.log(`[bench] ${turn + 1}/${BLOCKS} turns`);
@@ -383,8 +411,9 @@ async function main(): Promise<void> {
     up,
     key,
     body: (i: number) => bodies[i % bodies.length]!,
-    sensorConfig: (recording, topic) => ({ brokers: mock.brokers, topic, upstreamUrl: up.url, keys: [key], spoolDir: mkdtempSync(join(tmpdir(), 'glitch-bench-spool-')), threads: THREADS, recording, recordingPriority: PRIORITY, logLevel: 'error' }),
+    sensorConfig: (recording, topic) => ({ brokers: mock.brokers, topic, upstreamUrl: up.url, keys: [key], spoolDir: mkdtempSync(join(tmpdir(), 'glitch-bench-spool-')), threads: THREADS, recording: recording && !CONTROL_AA, recordingPriority: PRIORITY, logLevel: 'error', ...(recording ? {} : { relayInMainThread: OFF_RELAY === 'main' }) }),
   };
+  if (CONTROL_AA) console.log('[bench] --control=aa: the "recording on" forwarder does not record; "on vs off" below is the bench\'s own bias and noise');
   console.log(`[bench] pipeline: ${cpus().length} cores, Node ${process.version}, forwarder threads ${THREADS}, recording priority ${PRIORITY}, request body ${BODY_BYTES} B, latency phase ${RATE > 0 ? `paced at ${RATE} req/s` : 'closed loop'} with ${CONCURRENCY} clients, kafka: private librdkafka mock ${mock.version}`);
   if (!SINGLE_THREADED_GC) console.log('[bench] note: this process runs without --single-threaded-gc (use npm run bench:pipeline): its GC helper threads will stall the forwarder under test now and then');
   let latency: LatencyReport | null = null;
@@ -406,7 +435,7 @@ async function main(): Promise<void> {
       {
         at: new Date().toISOString(),
         machine: { cores: cpus().length, node: process.version },
-        config: { recordingPriority: PRIORITY, blocks: BLOCKS, blockRequests: BLOCK_REQUESTS, concurrency: CONCURRENCY, rate: RATE, bodyBytes: BODY_BYTES, threads: THREADS, singleThreadedGc: SINGLE_THREADED_GC, kafka: `librdkafka mock ${mock.version}`, clickhouse: 'chDB (ingest child process)' },
+        config: { controlAA: CONTROL_AA, offRelay: OFF_RELAY, gapMs: GAP_MS, recordingPriority: PRIORITY, blocks: BLOCKS, blockRequests: BLOCK_REQUESTS, concurrency: CONCURRENCY, rate: RATE, bodyBytes: BODY_BYTES, threads: THREADS, singleThreadedGc: SINGLE_THREADED_GC, kafka: `librdkafka mock ${mock.version}`, clickhouse: 'chDB (ingest child process)' },
         latency,
         throughput,
       },
