@@ -52,6 +52,28 @@ const RESUME_BELOW = 0.75;
 // should reach the spool without delay, so the refusal at REFUSE_AT comes in time.
 const PRESSED_AT = 0.5;
 
+/** A boolean that tells its listeners when it changes. */
+class Latch {
+  private on = false;
+  private readonly listeners = new Set<(value: boolean) => void>();
+
+  get value(): boolean {
+    return this.on;
+  }
+
+  set(value: boolean): void {
+    if (this.on === value) return;
+    this.on = value;
+    for (const listener of this.listeners) listener(value);
+  }
+
+  /** Returns the unsubscribe function. */
+  subscribe(listener: (value: boolean) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}
+
 interface Segment {
   seq: number;
   path: string;
@@ -73,10 +95,8 @@ export class DiskSpool {
   // Under the `refuse` policy: set once usage reaches REFUSE_AT of maxBytes (so exchanges
   // already in flight still find room for their records) or an append was refused; cleared
   // once replay brings usage under RESUME_BELOW, so the forwarder does not flap at the edge.
-  private refuseLatched = false;
-  private readonly refusingListeners = new Set<(refusing: boolean) => void>();
-  private pressedLatched = false;
-  private readonly pressedListeners = new Set<(pressed: boolean) => void>();
+  private readonly refuseLatch = new Latch();
+  private readonly pressedLatch = new Latch();
   private readonly counters = { appended: 0, replayed: 0, droppedOldest: 0, refused: 0, tornSkipped: 0 };
 
   constructor(options: SpoolOptions) {
@@ -98,7 +118,7 @@ export class DiskSpool {
       if (seq === this.segments[0]?.seq && offset !== undefined && Number.isFinite(offset)) this.cursor = offset;
     }
     // Reopened nearly full (Kafka still down at the last stop): refuse until replay makes room.
-    if (this.opts.whenFull === 'refuse' && this.diskBytes() >= this.opts.maxBytes * REFUSE_AT) this.refuseLatched = true;
+    if (this.opts.whenFull === 'refuse' && this.diskBytes() >= this.opts.maxBytes * REFUSE_AT) this.refuseLatch.set(true);
     this.updatePressed();
   }
 
@@ -118,19 +138,16 @@ export class DiskSpool {
 
   /** Cheap check for the hot path: would a refuse-policy spool turn new traffic away? */
   get refusing(): boolean {
-    return this.refuseLatched;
+    return this.refuseLatch.value;
   }
 
   /** Told on every change of {@link refusing}; returns the unsubscribe function. */
   onRefusingChange(listener: (refusing: boolean) => void): () => void {
-    this.refusingListeners.add(listener);
-    return () => this.refusingListeners.delete(listener);
+    return this.refuseLatch.subscribe(listener);
   }
 
   private setRefusing(value: boolean): void {
-    if (this.refuseLatched === value) return;
-    this.refuseLatched = value;
-    for (const listener of this.refusingListeners) listener(value);
+    this.refuseLatch.set(value);
   }
 
   /**
@@ -140,23 +157,20 @@ export class DiskSpool {
    * for each batch instead of letting it poll).
    */
   get pressed(): boolean {
-    return this.pressedLatched;
+    return this.pressedLatch.value;
   }
 
   /** Told on every change of {@link pressed}; returns the unsubscribe function. */
   onPressedChange(listener: (pressed: boolean) => void): () => void {
-    this.pressedListeners.add(listener);
-    return () => this.pressedListeners.delete(listener);
+    return this.pressedLatch.subscribe(listener);
   }
 
   private updatePressed(): void {
     if (this.opts.whenFull !== 'refuse') return;
     const used = this.diskBytes() + this.pendingBytes;
     const max = this.opts.maxBytes;
-    const next = this.refuseLatched || (this.pressedLatched ? used >= (max * PRESSED_AT) / 2 : used >= max * PRESSED_AT);
-    if (next === this.pressedLatched) return;
-    this.pressedLatched = next;
-    for (const listener of this.pressedListeners) listener(next);
+    const pressed = this.pressedLatch.value;
+    this.pressedLatch.set(this.refuseLatch.value || (pressed ? used >= (max * PRESSED_AT) / 2 : used >= max * PRESSED_AT));
   }
 
   append(payload: Uint8Array): AppendOutcome {
@@ -276,7 +290,7 @@ export class DiskSpool {
           acked += delivered;
           this.counters.replayed += delivered;
           this.saveCursor(seg);
-          if (this.refuseLatched && this.diskBytes() + this.pendingBytes < this.opts.maxBytes * RESUME_BELOW) this.setRefusing(false);
+          if (this.refuseLatch.value && this.diskBytes() + this.pendingBytes < this.opts.maxBytes * RESUME_BELOW) this.setRefusing(false);
           this.updatePressed();
         }
         if (delivered < batch.length) {

@@ -10,7 +10,7 @@
 // AdmissionSignal.isUrgent) writers wake it for every batch, as a message per batch did.
 import { CaptureRingReader } from './capture-ring.js';
 
-export const POLL_MS = 2;
+const POLL_MS = 2;
 const IDLE_POLLS = 50;
 
 export class CaptureInbox {
