@@ -3,8 +3,7 @@
 // or the ring is full. A full ring means the main thread is behind: the worker refuses new
 // requests (503 record_backlog_full) until the ring is back under half, so what waits for
 // recording stays bounded; captures of exchanges already in flight still go, by message.
-import { batchMaxBytes, packPrepared, prepareBatch, writeBatch } from './capture-batch.js';
-import type { RawCapture } from './capture.js';
+import { batchMaxBytes, packCaptures, writeBatch, type CaptureParts } from './capture-batch.js';
 import { CaptureRingWriter } from './capture-ring.js';
 import type { FromWorker } from './worker-protocol.js';
 
@@ -26,19 +25,18 @@ export class CaptureHandoff {
     this.ring = new CaptureRingWriter(ring);
   }
 
-  hand(captures: readonly RawCapture[]): void {
-    const prepared = prepareBatch(captures);
+  hand(captures: readonly CaptureParts[]): void {
     const seq = this.seq;
     this.seq = (seq + 1) >>> 0;
-    const max = batchMaxBytes(prepared);
+    const max = batchMaxBytes(captures);
     if (max <= this.ring.maxEntryBytes) {
-      if (this.ring.tryWrite(seq, max, (data, at) => writeBatch(prepared, data, at))) {
+      if (this.ring.tryWrite(seq, max, (data, at) => writeBatch(captures, data, at))) {
         if (this.ring.shouldWake()) this.post({ type: 'captures-wake' });
         return;
       }
       this.ringFull();
     }
-    const bytes = packPrepared(prepared);
+    const bytes = packCaptures(captures);
     this.post({ type: 'captures', seq, batch: bytes }, [bytes.buffer as ArrayBuffer]);
   }
 

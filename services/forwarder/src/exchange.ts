@@ -23,7 +23,7 @@ import {
 import { STATUS_CODES } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import type { HeaderPair, RawCapture } from './capture.js';
+import type { CaptureParts } from './capture-batch.js';
 import type { KeyIdentity } from './keys.js';
 import type { RelayContext } from './relay-context.js';
 import type { UpstreamHandler } from './upstream.js';
@@ -46,8 +46,8 @@ const BODY_NONE = 0; // HEAD, 204, 304: headers only
 const BODY_SIZED = 1; // upstream sent content-length: tryEnd keeps it
 const BODY_CHUNKED = 2; // no length (SSE): chunked writes, flushed per chunk
 
-const REDACTED = '[REDACTED]';
 const EMPTY = new Uint8Array(0);
+const NO_HEADERS: readonly string[] = [];
 /** First allocation for a recorded response of unknown length (SSE); doubles as needed, up to the capture limit. */
 const RESPONSE_CAPTURE_START = 16 * 1024;
 /** Largest allocation made up front for a recorded response of known length (it may never arrive). */
@@ -195,7 +195,7 @@ export class Exchange implements UpstreamHandler {
   private respBytes = 0;
   /** Response body bytes upstream sent, whether captured or not. */
   private respTotal = 0;
-  private glitchResponse: { headers: HeaderPair[]; body: Buffer } | null = null;
+  private glitchResponse: { headers: string[]; body: Buffer } | null = null;
 
   private readonly receivedAt = Date.now();
   private tDispatch = 0;
@@ -274,8 +274,7 @@ export class Exchange implements UpstreamHandler {
       // bound): nothing new goes upstream, and the refusal is counted in metrics, not
       // recorded (its record would only add to what is already too much).
       if (ctx.refusal !== null) return this.reject(ctx.refusal, hasBody);
-      this.recording = ctx.recording;
-      if (this.recording) this.id = uuidv7(this.receivedAt);
+      this.recording = ctx.recording; // its id is made with the capture, off the request's path
     }
     if (contentLength > ctx.opts.bodyLimitBytes) return this.reject('body_too_large', true);
 
@@ -365,12 +364,9 @@ export class Exchange implements UpstreamHandler {
     if (this.responded) return;
     const requestId = this.id || (this.id = uuidv7(this.receivedAt));
     const body = errorBody(code, requestId, message);
-    const headers: HeaderPair[] = [
-      ['content-type', 'application/json'],
-      ['request-id', requestId],
-      ['x-glitch-error', code],
-    ];
-    if (spec.retryAfterSeconds !== undefined) headers.push(['retry-after', String(spec.retryAfterSeconds)]);
+    // Flat [name, value, …], as captures take them.
+    const headers = ['content-type', 'application/json', 'request-id', requestId, 'x-glitch-error', code];
+    if (spec.retryAfterSeconds !== undefined) headers.push('retry-after', String(spec.retryAfterSeconds));
     this.status = spec.status;
     this.glitchResponse = { headers, body };
     this.responded = true;
@@ -379,7 +375,7 @@ export class Exchange implements UpstreamHandler {
     const head = this.method === 'HEAD';
     res.cork(() => {
       res.writeStatus(statusLine(spec.status));
-      for (const [n, v] of headers) res.writeHeader(n, v);
+      for (let i = 0; i + 1 < headers.length; i += 2) res.writeHeader(headers[i]!, headers[i + 1]!);
       // A response to HEAD has no body (uWS would send one). endWithoutBody only without
       // arguments leaves the length to us and the connection reusable in this uWS version.
       if (head) res.writeHeader('content-length', String(body.length)).endWithoutBody();
@@ -669,23 +665,21 @@ export class Exchange implements UpstreamHandler {
   }
 
   /**
-   * The capture (called off the hot path, after the response has ended). Its bodies are
-   * views on this exchange's buffers, valid until releaseCaptureBuffers(): the caller copies
-   * what it keeps (packCaptures). By then the upstream connection has either finished
-   * writing the request body or been destroyed, so nothing else reads those buffers.
+   * What the capture is made of (called off the hot path, after the response has ended). Its
+   * bodies and upstream's header bytes are this exchange's own, valid until
+   * releaseCaptureBuffers(): the caller copies what it keeps (writeBatch). By then the
+   * upstream connection has either finished writing the request body or been destroyed, so
+   * nothing else reads those buffers.
    */
-  toCapture(): RawCapture {
+  captureParts(): CaptureParts {
     const t0 = this.t0;
-    const requestHeaders: HeaderPair[] = [];
-    const h = this.headers;
-    for (let i = 0; i < h.length; i += 2) requestHeaders.push([h[i]!, h[i] === GLITCH_KEY_HEADER ? REDACTED : h[i + 1]!]);
     let requestBody: Uint8Array = EMPTY;
     // Cut short (the client left mid-upload): only what arrived.
     if (this.body !== null) requestBody = this.body.subarray(0, this.bodyLen);
     else if (this.bodyParts !== null) requestBody = Buffer.concat(this.bodyParts, this.bodyLen);
 
-    let responseSource: RawCapture['responseSource'] = 'none';
-    let responseHeaders: HeaderPair[] = [];
+    let responseSource: CaptureParts['responseSource'] = 'none';
+    let responseHeaders: readonly (Uint8Array | string)[] = NO_HEADERS;
     let responseBody: Uint8Array = EMPTY;
     if (this.glitchResponse !== null) {
       responseSource = 'glitch';
@@ -693,19 +687,18 @@ export class Exchange implements UpstreamHandler {
       responseBody = this.glitchResponse.body;
     } else if (this.tFirstByte > 0) {
       responseSource = 'upstream';
-      const raw = this.rawHeaders!;
-      for (let i = 0; i < raw.length; i += 2) responseHeaders.push([raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1')]);
+      responseHeaders = this.rawHeaders!;
       if (this.respBody !== null) responseBody = this.respBody.subarray(0, this.respBytes);
     }
     const identity = this.identity!;
     return {
-      exchangeId: this.id,
+      exchangeId: this.id || (this.id = uuidv7(this.receivedAt)),
       tenantId: identity.tenantId,
       keyId: identity.keyId,
       method: this.method,
       path: this.path,
       query: this.query,
-      requestHeaders,
+      requestHeaders: this.headers,
       requestBody,
       status: this.clientGone && !this.headSent ? 0 : this.status,
       responseSource,

@@ -4,7 +4,7 @@
 import { performance } from 'node:perf_hooks';
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
-import type { RawCapture } from './capture.js';
+import type { CaptureParts } from './capture-batch.js';
 import { Exchange } from './exchange.js';
 import { staticKeyStore, type KeyStore, type StaticKey } from './keys.js';
 import { RelayMetrics, type MetricsSnapshot } from './metrics.js';
@@ -43,10 +43,11 @@ export interface RelayThreadOptions extends Omit<RelaySettings, 'responseCapture
 
 export interface RelaySinks {
   /**
-   * Completed captures. Their bodies are views on the relay's pooled buffers, which go back
-   * to the pool when this returns: the sink copies what it keeps (capture-batch.ts).
+   * Completed exchanges' capture parts. Their bodies and header bytes are the relay's own
+   * (pooled) buffers, which go back to the pool when this returns: the sink copies what it
+   * keeps (writeBatch, capture-batch.ts).
    */
-  captures(captures: readonly RawCapture[]): void;
+  captures(captures: readonly CaptureParts[]): void;
   log: RelayLog;
 }
 
@@ -77,8 +78,6 @@ export class RelayThread implements RelayContext {
 
   private readonly app: TemplatedApp;
   private listenSocket: us_listen_socket | null = null;
-  private pendingCaptures: Exchange[] = [];
-  private flushScheduled = false;
   private idleWaiters: Array<() => void> = [];
   private stopping: Promise<void> | null = null;
 
@@ -164,7 +163,6 @@ export class RelayThread implements RelayContext {
       // Closes the idle keep-alive connections too, so the thread can exit.
       (this.app as unknown as { close(): void }).close();
       await this.upstream.destroy();
-      this.flushCaptures();
     })();
     return this.stopping;
   }
@@ -175,39 +173,32 @@ export class RelayThread implements RelayContext {
 
   // ---- RelayContext ---------------------------------------------------------------------
 
+  /**
+   * Hands the capture over at once, in the finishing call: the response is already on its
+   * way to the client, and deferring it to a later turn of the loop (setImmediate) cost an
+   * extra poll of the event loop per exchange.
+   */
   captured(ex: Exchange): void {
-    this.pendingCaptures.push(ex);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(this.flushCaptures);
+    let parts: CaptureParts;
+    try {
+      parts = ex.captureParts();
+    } catch (e) {
+      this.log('error', 'could not build capture', { err: e });
+      ex.releaseCaptureBuffers();
+      return;
+    }
+    try {
+      this.sinks.captures([parts]);
+    } catch (e) {
+      this.log('error', 'capture sink failed', { err: e, captures: 1 });
+    } finally {
+      ex.releaseCaptureBuffers();
     }
   }
 
   exchangeDone(): void {
     if (this.inFlight.size === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
   }
-
-  private readonly flushCaptures = (): void => {
-    this.flushScheduled = false;
-    if (this.pendingCaptures.length === 0) return;
-    const batch = this.pendingCaptures;
-    this.pendingCaptures = [];
-    const captures: RawCapture[] = [];
-    for (const ex of batch) {
-      try {
-        captures.push(ex.toCapture());
-      } catch (e) {
-        this.log('error', 'could not build capture', { err: e });
-      }
-    }
-    try {
-      this.sinks.captures(captures);
-    } catch (e) {
-      this.log('error', 'capture sink failed', { err: e, captures: captures.length });
-    } finally {
-      for (const ex of batch) ex.releaseCaptureBuffers();
-    }
-  };
 
   private waitIdle(timeoutMs: number): Promise<void> {
     if (this.inFlight.size === 0) return Promise.resolve();

@@ -1,10 +1,10 @@
 // packCaptures / writeBatch / unpackCaptures: a batch of captures crosses threads as one run
-// of bytes (facts as JSON, then the bodies); what comes out must be what went in, bodies byte
+// of bytes (a fixed binary layout, bodies inline); what comes out must be what went in, bodies byte
 // for byte.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import { batchMaxBytes, packCaptures, prepareBatch, unpackCaptures, writeBatch } from '../src/capture-batch.js';
+import { batchMaxBytes, packCaptures, partsOf, unpackCaptures, writeBatch, type CaptureParts } from '../src/capture-batch.js';
 import type { RawCapture } from '../src/capture.js';
 
 function capture(requestBody: Uint8Array, responseBody: Uint8Array, extra: Partial<RawCapture> = {}): RawCapture {
@@ -47,32 +47,66 @@ test('a batch round-trips: facts equal, bodies byte-equal, views into one moved 
     capture(new Uint8Array(0), new Uint8Array(0), { status: 0, responseSource: 'none', responseHeaders: [], error: { code: 'client_aborted', message: 'The client closed the connection.' }, clientAborted: true }),
     capture(pooled.subarray(0, 5), Buffer.from('{"type":"error"}'), { responseSource: 'glitch', status: 401, responseBodyTruncated: true, responseBodyBytes: 99 }),
   ];
-  const batch = packCaptures(captures);
-  assert.equal(batch.byteLength, batch.buffer.byteLength, 'the batch owns its whole ArrayBuffer (it is moved)');
-  const moved = structuredClone(batch.buffer as ArrayBuffer, { transfer: [batch.buffer as ArrayBuffer] });
-  const back = unpackCaptures(new Uint8Array(moved));
+  const parts = captures.map(partsOf);
+  const batch = packCaptures(parts);
+  assert.equal(batch.byteOffset, 0);
+  assert.equal(batch.buffer.byteLength, batchMaxBytes(parts), 'its own ArrayBuffer of batchMaxBytes (not a pool slab)');
+  const moved = structuredClone(batch, { transfer: [batch.buffer as ArrayBuffer] });
+  const back = unpackCaptures(moved);
   assertSameCaptures(back, captures);
   assert.equal(back[0]!.requestBody.buffer, back[2]!.responseBody.buffer, 'one ArrayBuffer for the batch');
 });
 
-test('writeBatch at an offset into a bigger buffer (the ring) writes what packCaptures does, within batchMaxBytes', () => {
-  // Facts with multi-byte UTF-8 (header values, an error message): batchMaxBytes must cover them.
-  const captures = [capture(randomBytes(300), randomBytes(40), { error: { code: 'upstream_connection_lost', message: '✓✓✓ é 𝄞' } })];
-  const prepared = prepareBatch(captures);
-  const target = Buffer.alloc(batchMaxBytes(prepared) + 100, 0xee);
-  const written = writeBatch(prepared, target, 37);
-  assert.ok(written <= batchMaxBytes(prepared));
-  assert.ok(target.subarray(37, 37 + written).equals(Buffer.from(packCaptures(captures))));
-  assert.equal(target[36], 0xee, 'nothing before the offset');
-  assert.equal(target[37 + written], 0xee, 'nothing after the batch');
-  assertSameCaptures(unpackCaptures(target.subarray(37, 37 + written)), captures);
+test('the relay forms: flat header strings and upstream raw header bytes; the X-Glitch-Key value never crosses', () => {
+  const key = 'gk_live_0123456789abcdefghijklmnopqrstuv';
+  const parts: CaptureParts = {
+    ...partsOf(capture(randomBytes(100), randomBytes(100))),
+    requestHeaders: ['content-type', 'application/json', 'x-glitch-key', key, 'x-glitch-key', 'k', 'x-other', 'x-glitch-key'],
+    // Upstream's bytes are latin1 on the wire: a byte over 0x7f stays one char.
+    responseHeaders: [Buffer.from('Content-Type'), Buffer.from('text/event-stream'), Buffer.from('X-Odd'), Buffer.from([0x63, 0xe9, 0x20, 0xff])],
+  };
+  const batch = packCaptures([parts]);
+  assert.equal(Buffer.from(batch).indexOf(key), -1, 'the key is not in the bytes');
+  const [back] = unpackCaptures(batch);
+  assert.deepEqual(back!.requestHeaders, [['content-type', 'application/json'], ['x-glitch-key', '[REDACTED]'], ['x-glitch-key', '[REDACTED]'], ['x-other', 'x-glitch-key']]);
+  assert.deepEqual(back!.responseHeaders, [['Content-Type', 'text/event-stream'], ['X-Odd', 'c\u00e9 \u00ff']]);
 });
 
-test('an empty batch, and a batch whose bytes do not match its facts is refused', () => {
+test('writeBatch at an offset into a bigger buffer (the ring): within batchMaxBytes, bodies aligned as their sources', () => {
+  // Multi-byte UTF-8 (header values, an error message, a long non-ASCII path): batchMaxBytes must cover them.
+  const captures = [
+    capture(randomBytes(300), randomBytes(40), { error: { code: 'upstream_connection_lost', message: '✓✓✓ é 𝄞' } }),
+    capture(randomBytes(3), randomBytes(4), { path: `/v1/${'ü'.repeat(100)}`, requestHeaders: [['x-long', '𝄞'.repeat(80)]] }),
+  ].map(partsOf);
+  const max = batchMaxBytes(captures);
+  const target = Buffer.alloc(max + 100, 0xee);
+  const written = writeBatch(captures, target, 37);
+  assert.ok(written <= max);
+  assert.equal(target[36], 0xee, 'nothing before the offset');
+  assert.equal(target[37 + written], 0xee, 'nothing after the batch');
+  const back = unpackCaptures(target.subarray(37, 37 + written));
+  assert.equal(back[1]!.path, `/v1/${'ü'.repeat(100)}`);
+  assert.deepEqual(back[1]!.requestHeaders, [['x-long', '𝄞'.repeat(80)]]);
+  assert.equal(back[0]!.error!.message, '✓✓✓ é 𝄞');
+  assertSameCaptures(back, captures.map((p, i) => ({ ...back[i]!, requestBody: p.requestBody, responseBody: p.responseBody })));
+  // Shared memory is copied word by word only between equally aligned addresses.
+  const pooled = Buffer.alloc(4096);
+  for (let offset = 0; offset < 8; offset++) {
+    const body = pooled.subarray(offset, offset + 1000);
+    const one = [partsOf(capture(body, body))];
+    for (let at = 0; at < 8; at++) {
+      const [c] = unpackCaptures(target.subarray(at, at + writeBatch(one, target, at)));
+      assert.equal(c!.requestBody.byteOffset % 8, body.byteOffset % 8, `request body from offset ${offset}, batch at ${at}`);
+      assert.equal(c!.responseBody.byteOffset % 8, body.byteOffset % 8, `response body from offset ${offset}, batch at ${at}`);
+    }
+  }
+});
+
+test('an empty batch, and bytes that are not a whole batch are refused', () => {
   assert.deepEqual(unpackCaptures(packCaptures([])), []);
-  const batch = packCaptures([capture(randomBytes(10), randomBytes(10))]);
-  assert.throws(() => unpackCaptures(batch.subarray(0, batch.byteLength - 5)), /more body bytes/);
-  assert.throws(() => unpackCaptures(Buffer.concat([batch, Buffer.alloc(3)])), /fewer body bytes/);
-  assert.throws(() => unpackCaptures(batch.subarray(0, 10)), /facts run past the end/);
-  assert.throws(() => unpackCaptures(new Uint8Array(2)), /no facts length/);
+  const batch = packCaptures([partsOf(capture(randomBytes(10), randomBytes(10)))]);
+  assert.throws(() => unpackCaptures(batch.subarray(0, batch.byteLength - 5)), /runs past the end/);
+  assert.throws(() => unpackCaptures(Buffer.concat([batch, Buffer.alloc(3)])), /3 bytes after the last capture/);
+  assert.throws(() => unpackCaptures(batch.subarray(0, 10)), /runs past the end/);
+  assert.throws(() => unpackCaptures(new Uint8Array(2)), /runs past the end/);
 });

@@ -203,7 +203,7 @@ describe('response capture limit option', () => {
     const up = await startUpstream();
     const captures: import('../src/capture.js').RawCapture[] = [];
     // Copied, as every sink must: the relay reuses the buffers once it returns.
-    const sinks = { captures: (batch: readonly import('../src/capture.js').RawCapture[]) => void captures.push(...unpackCaptures(packCaptures(batch))), log: () => {} };
+    const sinks = { captures: (batch: readonly import('../src/capture-batch.js').CaptureParts[]) => void captures.push(...unpackCaptures(packCaptures(batch))), log: () => {} };
     const t = new RelayThread(relayOptions(up.url), sinks);
     assert.equal(t.opts.responseCaptureLimitBytes, DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES);
     await t.stop(0);

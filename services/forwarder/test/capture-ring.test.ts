@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Worker } from 'node:worker_threads';
-import { unpackCaptures } from '../src/capture-batch.js';
+import { partsOf, unpackCaptures } from '../src/capture-batch.js';
 import { CaptureHandoff } from '../src/capture-handoff.js';
 import { CaptureInbox, CapturePoller } from '../src/capture-inbox.js';
 import type { FromWorker } from '../src/worker-protocol.js';
@@ -140,8 +140,8 @@ test('the worker side: a full ring turns into messages and a backlog signal, rel
   });
   try {
     // No reader yet: ~3 KB captures fill the 32 KB ring, then go by message.
-    for (let i = 0; i < 20; i++) handoff.hand([rawCapture(i, 3_000)]);
-    handoff.hand([rawCapture(20, 20_000)]); // over a quarter of the ring: by message whatever the room
+    for (let i = 0; i < 20; i++) handoff.hand([partsOf(rawCapture(i, 3_000))]);
+    handoff.hand([partsOf(rawCapture(20, 20_000))]); // over a quarter of the ring: by message whatever the room
     assert.deepEqual(backlog, [true], 'told once that the ring is full');
     const byMessage = posted.filter((p) => p.message.type === 'captures');
     assert.ok(byMessage.length >= 10, `${byMessage.length} batches by message`);

@@ -24,6 +24,8 @@
 //   npm run bench:pipeline -- --recording-priority=normal   (default idle, as the services run)
 //   npm run bench:pipeline -- --only=latency --control=aa   (A/A: neither forwarder records; checks the bench's bias)
 //   npm run bench:pipeline -- --off-relay=main   (the recording-off forwarder's relay in its main thread)
+//   npm run bench:pipeline -- --broker-priority=normal   (the Kafka broker at normal priority in the latency phase too)
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
@@ -76,6 +78,18 @@ if (args.has('control') && !CONTROL_AA) {
   console.error(`--control must be aa (got ${args.get('control')})`);
   process.exit(2);
 }
+/**
+ * The Kafka broker's scheduling during the latency phase: `idle` (default; SCHED_IDLE, via
+ * chrt) or `normal`. The broker stands in for a cluster on other machines; at normal
+ * priority on these two shared cores its wake-ups (a produce request every linger period)
+ * land on the forwarder's relay thread, which is the rig, not the forwarder. Both forwarders
+ * see the same broker, and the throughput phase always runs it at normal priority.
+ */
+const BROKER_PRIORITY = args.get('broker-priority') ?? 'idle';
+if (BROKER_PRIORITY !== 'idle' && BROKER_PRIORITY !== 'normal') {
+  console.error(`--broker-priority must be idle or normal (got ${BROKER_PRIORITY})`);
+  process.exit(2);
+}
 /** Pause after every block (ms), the same for every target (see latencyPhase). */
 const GAP_MS = num('gap', 50);
 /** `--only=latency` or `--only=throughput` runs one phase (default both). */
@@ -102,6 +116,15 @@ interface LatencyResult {
   p90: number;
   p99: number;
   mean: number;
+}
+
+/** Every thread of `pid` to SCHED_IDLE or back to SCHED_OTHER (util-linux chrt). */
+function setSchedulingPolicy(pid: number, policy: 'idle' | 'normal'): void {
+  try {
+    execFileSync('chrt', ['--all-tasks', policy === 'idle' ? '--idle' : '--other', '--pid', '0', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    throw new Error(`could not set the Kafka broker (pid ${pid}) to ${policy} priority with chrt (util-linux: apt-get install util-linux), or run with --broker-priority=normal: ${(e as Error).message}`);
+  }
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -414,12 +437,16 @@ async function main(): Promise<void> {
     sensorConfig: (recording, topic) => ({ brokers: mock.brokers, topic, upstreamUrl: up.url, keys: [key], spoolDir: mkdtempSync(join(tmpdir(), 'glitch-bench-spool-')), threads: THREADS, recording: recording && !CONTROL_AA, recordingPriority: PRIORITY, logLevel: 'error', ...(recording ? {} : { relayInMainThread: OFF_RELAY === 'main' }) }),
   };
   if (CONTROL_AA) console.log('[bench] --control=aa: the "recording on" forwarder does not record; "on vs off" below is the bench\'s own bias and noise');
-  console.log(`[bench] pipeline: ${cpus().length} cores, Node ${process.version}, forwarder threads ${THREADS}, recording priority ${PRIORITY}, request body ${BODY_BYTES} B, latency phase ${RATE > 0 ? `paced at ${RATE} req/s` : 'closed loop'} with ${CONCURRENCY} clients, kafka: private librdkafka mock ${mock.version}`);
+  console.log(`[bench] pipeline: ${cpus().length} cores, Node ${process.version}, forwarder threads ${THREADS}, recording priority ${PRIORITY}, request body ${BODY_BYTES} B, latency phase ${RATE > 0 ? `paced at ${RATE} req/s` : 'closed loop'} with ${CONCURRENCY} clients, kafka: private librdkafka mock ${mock.version} (latency phase: broker priority ${BROKER_PRIORITY})`);
   if (!SINGLE_THREADED_GC) console.log('[bench] note: this process runs without --single-threaded-gc (use npm run bench:pipeline): its GC helper threads will stall the forwarder under test now and then');
   let latency: LatencyReport | null = null;
   let throughput: Record<string, number> | null = null;
   try {
-    if (ONLY !== 'throughput') latency = await latencyPhase(setup);
+    if (ONLY !== 'throughput') {
+      if (BROKER_PRIORITY === 'idle') setSchedulingPolicy(mock.pid, 'idle');
+      latency = await latencyPhase(setup);
+      if (BROKER_PRIORITY === 'idle') setSchedulingPolicy(mock.pid, 'normal');
+    }
     if (ONLY !== 'latency') throughput = await throughputPhase(setup);
   } finally {
     await up.close();
@@ -435,7 +462,7 @@ async function main(): Promise<void> {
       {
         at: new Date().toISOString(),
         machine: { cores: cpus().length, node: process.version },
-        config: { controlAA: CONTROL_AA, offRelay: OFF_RELAY, gapMs: GAP_MS, recordingPriority: PRIORITY, blocks: BLOCKS, blockRequests: BLOCK_REQUESTS, concurrency: CONCURRENCY, rate: RATE, bodyBytes: BODY_BYTES, threads: THREADS, singleThreadedGc: SINGLE_THREADED_GC, kafka: `librdkafka mock ${mock.version}`, clickhouse: 'chDB (ingest child process)' },
+        config: { controlAA: CONTROL_AA, offRelay: OFF_RELAY, brokerPriority: BROKER_PRIORITY, gapMs: GAP_MS, recordingPriority: PRIORITY, blocks: BLOCKS, blockRequests: BLOCK_REQUESTS, concurrency: CONCURRENCY, rate: RATE, bodyBytes: BODY_BYTES, threads: THREADS, singleThreadedGc: SINGLE_THREADED_GC, kafka: `librdkafka mock ${mock.version}`, clickhouse: 'chDB (ingest child process)' },
         latency,
         throughput,
       },
