@@ -13,28 +13,13 @@ import type { ExchangeTimings, HeaderPair, RawCapture } from './capture.js';
 // @glitch/log's value; not imported from there, which would load pino into relay threads.
 const REDACTED = '[REDACTED]';
 
-/** A finished exchange as the relay holds it: what a RawCapture is made of, nothing converted. */
-export interface CaptureParts {
-  exchangeId: string;
-  tenantId: string;
-  keyId: string;
-  method: string;
-  path: string;
-  query: string;
+/** A finished exchange as the relay holds it: a RawCapture with its headers as they came, nothing converted. */
+export type CaptureParts = Omit<RawCapture, 'requestHeaders' | 'responseHeaders'> & {
   /** Flat [name, value, …], names lower-cased. The X-Glitch-Key value is written as `[REDACTED]`. */
   requestHeaders: readonly string[];
-  requestBody: Uint8Array;
-  status: number;
-  responseSource: RawCapture['responseSource'];
   /** Flat [name, value, …]: upstream's raw bytes (latin1), or the strings of Glitch's own answer. */
   responseHeaders: readonly (Uint8Array | string)[];
-  responseBody: Uint8Array;
-  responseBodyBytes: number;
-  responseBodyTruncated: boolean;
-  timings: ExchangeTimings;
-  clientAborted: boolean;
-  error: GlitchError | null;
-}
+};
 
 const SOURCES: readonly RawCapture['responseSource'][] = ['none', 'upstream', 'glitch'];
 const ABORTED = 1;
