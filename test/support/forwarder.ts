@@ -16,11 +16,12 @@ export const forwarderMain = join(repoRoot, 'services', 'forwarder', 'src', 'mai
 /** The compiled entry (`node scripts/build.mjs`), what `npm start` runs in production. */
 export const forwarderMainBuilt = join(repoRoot, 'services', 'forwarder', 'dist', 'main.js');
 /**
- * Node flags a forwarder process runs with, as the `glitch` command starts it (its shebang):
- * V8's GC helper threads otherwise serve the relay and the lowered recording threads alike
- * (docs/operations.md, "Threads").
+ * Node flags a forwarder process runs with, as the `glitch` command starts it (its shebang;
+ * services/forwarder/src/thread-priority.ts says why each).
  */
-export const FORWARDER_NODE_FLAGS: readonly string[] = ['--single-threaded-gc'];
+import { FORWARDER_NODE_FLAGS } from '@glitch/forwarder';
+
+export { FORWARDER_NODE_FLAGS };
 
 /** GLITCH_BENCH_CPU_PROF_DIR=/dir: flags for a V8 CPU profile of a child process in /dir (none without it). */
 export function cpuProfileFlags(): string[] {

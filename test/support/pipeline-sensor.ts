@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RecordingPriority, StaticKey } from '@glitch/forwarder';
+import type { RecordingCpus, RecordingPriority, StaticKey } from '@glitch/forwarder';
 import type { PublisherStats } from '@glitch/recorder';
 import { cpuProfileFlags, FORWARDER_NODE_FLAGS, repoRoot } from './forwarder.js';
 
@@ -27,8 +27,10 @@ export interface SensorChildConfig {
   recordingPriority?: RecordingPriority;
   /** See SensorOptions.relayInMainThread. */
   relayInMainThread?: boolean;
-  /** false: node without --single-threaded-gc (the `glitch` command passes it). Default true. */
-  singleThreadedGc?: boolean;
+  /** See SensorOptions.recordingCpus (the services default to `auto`). */
+  recordingCpus?: RecordingCpus;
+  /** Flags of the forwarder's usual node flags (FORWARDER_NODE_FLAGS) to leave out, by name (to test the warnings). */
+  withoutNodeFlags?: string[];
 }
 
 type FromSensor = { type: 'ready'; url: string; port: number; relayThreadIds: number[] } | { type: 'stats'; id: number; stats: PublisherStats } | { type: 'error'; message: string };
@@ -67,17 +69,24 @@ export interface SensorChild {
   stop(): Promise<void>;
 }
 
-export async function startSensorChild(config: SensorChildConfig, readyTimeoutMs = 30_000): Promise<SensorChild> {
+/** How a bench starts one sensor differently from the others (a variant under comparison). */
+export interface SensorChildSpawn {
+  /** Node flags after the forwarder's own. */
+  nodeFlags?: string[];
+  /** Environment on top of this process's. */
+  env?: Record<string, string>;
+}
+
+export async function startSensorChild(config: SensorChildConfig, readyTimeoutMs = 30_000, spawnWith: SensorChildSpawn = {}): Promise<SensorChild> {
   const script = fileURLToPath(import.meta.url);
   let out = '';
   // GLITCH_BENCH_SENSOR_FLAGS='--trace-gc …': extra V8/Node flags for the sensor; with
   // GLITCH_BENCH_SENSOR_LOG_DIR=/dir its whole output also goes to /dir/sensor-<pid>.log.
-  const extraFlags = process.env.GLITCH_BENCH_SENSOR_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
-  // singleThreadedGc false: the forwarder's usual flags without that one (to test its warning).
-  const nodeFlags = config.singleThreadedGc === false ? FORWARDER_NODE_FLAGS.filter((f) => f !== '--single-threaded-gc') : FORWARDER_NODE_FLAGS;
+  const extraFlags = [...(process.env.GLITCH_BENCH_SENSOR_FLAGS?.split(' ').filter((f) => f !== '') ?? []), ...(spawnWith.nodeFlags ?? [])];
+  const nodeFlags = FORWARDER_NODE_FLAGS.filter((f) => !(config.withoutNodeFlags ?? []).includes(f.split('=')[0]!));
   const child = spawn(process.execPath, [...nodeFlags, ...cpuProfileFlags(), ...extraFlags, '--conditions=source', '--import', 'tsx', script], {
     cwd: repoRoot,
-    env: { ...process.env, GLITCH_TEST_SENSOR: JSON.stringify(config) },
+    env: { ...process.env, ...spawnWith.env, GLITCH_TEST_SENSOR: JSON.stringify(config) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out = (out + d).slice(-100_000)));

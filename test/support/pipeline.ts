@@ -3,7 +3,7 @@
 // that drive it with real HTTP clients and read ClickHouse back.
 import assert from 'node:assert/strict';
 import { createKafkaBus, type Bus, type KafkaBusOptions } from '@glitch/bus';
-import type { RecordingPriority, RunningForwarder, StaticKey } from '@glitch/forwarder';
+import type { RecordingCpus, RecordingPriority, RunningForwarder, StaticKey } from '@glitch/forwarder';
 import { startIngest, type Ingest, type IngestOptions } from '@glitch/ingest';
 import type { Logger } from '@glitch/log';
 import { RecordPublisher, type PublisherOptions } from '@glitch/recorder';
@@ -64,6 +64,8 @@ export interface SensorOptions {
   recordingPriority?: RecordingPriority;
   /** startForwarder's relayInMainThread (default: only without a recorder). */
   relayInMainThread?: boolean;
+  /** startForwarder's recordingCpus (default `off`: a test process's threads stay where they are). */
+  recordingCpus?: RecordingCpus;
 }
 
 export interface Sensor {
@@ -96,6 +98,7 @@ export async function startSensor(o: SensorOptions): Promise<Sensor> {
       shutdownGraceMs: 5_000,
       ...(o.recordingPriority !== undefined ? { recordingPriority: o.recordingPriority } : {}),
       ...(o.relayInMainThread !== undefined ? { relayInMainThread: o.relayInMainThread } : {}),
+      ...(o.recordingCpus !== undefined ? { recordingCpus: o.recordingCpus } : {}),
     });
   } catch (e) {
     await publisher.close();

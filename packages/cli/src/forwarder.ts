@@ -4,7 +4,7 @@
 import { createKafkaBus } from '@glitch/bus';
 import { ConfigError, forwarderEnv, loadConfig } from '@glitch/config';
 import { createLogger } from '@glitch/log';
-import { startRecordingForwarder } from './recording-forwarder.js';
+import { describeThreads, startRecordingForwarder } from './recording-forwarder.js';
 
 export async function forwarder(env: Readonly<Record<string, string | undefined>>, out: (line: string) => void): Promise<() => Promise<void>> {
   const config = loadConfig(forwarderEnv, env);
@@ -15,7 +15,7 @@ export async function forwarder(env: Readonly<Record<string, string | undefined>
   const logger = createLogger({ name: 'glitch-forwarder', level: config.GLITCH_LOG_LEVEL });
   const bus = createKafkaBus({ brokers: config.GLITCH_KAFKA_BROKERS!, logger });
   const running = await startRecordingForwarder(config, config.GLITCH_KEYS_FILE!, bus, logger);
-  out(`Glitch forwarder listening on ${running.forwarder.url} (${running.threads} thread${running.threads === 1 ? '' : 's'}), relaying to ${config.GLITCH_UPSTREAM_URL}`);
+  out(`Glitch forwarder listening on ${running.forwarder.url} (${describeThreads(running.forwarder)}), relaying to ${config.GLITCH_UPSTREAM_URL}`);
   out(`Recording every exchange to Kafka ${config.GLITCH_KAFKA_BROKERS!.join(',')} (spool: ${config.GLITCH_DATA_DIR}/spool)`);
   out(`Health and metrics: ${running.forwarder.adminUrl}/healthz  ${running.forwarder.adminUrl}/readyz  ${running.forwarder.adminUrl}/metrics`);
   return async () => {

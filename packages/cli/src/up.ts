@@ -10,7 +10,7 @@ import { clickHouseTarget, insertedWatermarks, migrate, openDatabase, type Click
 import { TOPICS } from '@glitch/records';
 import { join, resolve } from 'node:path';
 import { ensureLocalKey } from './local-key.js';
-import { startRecordingForwarder } from './recording-forwarder.js';
+import { describeThreads, startRecordingForwarder } from './recording-forwarder.js';
 import { removeSensorFile, writeSensorFile } from './sensor-file.js';
 import { startSqlEndpoint } from './sql-endpoint.js';
 
@@ -34,12 +34,12 @@ export async function up(env: Readonly<Record<string, string | undefined>>, out:
     batchMs: config.GLITCH_INGEST_BATCH_MS,
     logger,
   });
-  const { forwarder, recorder, threads, stop: stopForwarder } = await startRecordingForwarder(config, config.GLITCH_KEYS_FILE ?? local!.keyFile, bus, logger);
+  const { forwarder, recorder, stop: stopForwarder } = await startRecordingForwarder(config, config.GLITCH_KEYS_FILE ?? local!.keyFile, bus, logger);
   const sqlEndpoint = await startSqlEndpoint(clickhouse);
   writeSensorFile(dataDir, { pid: process.pid, sqlUrl: sqlEndpoint.url, token: sqlEndpoint.token });
 
   const where = target.kind === 'chdb' ? `chDB at ${target.path}` : target.url.replace(/\/\/[^@/]*@/, '//');
-  out(`Glitch forwarder listening on ${forwarder.url} (${threads} thread${threads === 1 ? '' : 's'}), relaying to ${config.GLITCH_UPSTREAM_URL}`);
+  out(`Glitch forwarder listening on ${forwarder.url} (${describeThreads(forwarder)}), relaying to ${config.GLITCH_UPSTREAM_URL}`);
   out(`Recording every exchange: ${brokers ? `Kafka ${brokers.join(',')}` : 'in-process bus'} → ClickHouse (${where}, database ${config.GLITCH_CLICKHOUSE_DATABASE})`);
   out(`Health and metrics: ${forwarder.adminUrl}/healthz  ${forwarder.adminUrl}/metrics`);
   out(`Query what was recorded: npm run glitch -- sql "SELECT received_at, route, model, status, input_tokens, output_tokens FROM exchanges ORDER BY received_at DESC LIMIT 10"`);

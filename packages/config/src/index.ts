@@ -97,6 +97,14 @@ export const forwarderEnv = commonEnv.extend({
   // `idle`: every thread but the relay threads runs at SCHED_IDLE, so recording (and anything
   // else in the process) only uses CPU relaying leaves free; `normal`: all equal.
   GLITCH_RECORDING_PRIORITY: z.enum(['idle', 'normal']).default('idle'),
+  // Which CPUs record, the relay threads running on the others: `auto` (the last CPU, from 2
+  // CPUs on; GLITCH_FORWARDER_THREADS=0 then means one relay thread per remaining CPU), a CPU
+  // list such as `3` or `6-7`, or `off` (every thread anywhere).
+  GLITCH_RECORDING_CPUS: z
+    .string()
+    .trim()
+    .regex(/^(auto|off|\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*)$/, 'must be auto, off, or a CPU list such as 3, 6-7 or 2,5')
+    .default('auto'),
 });
 export type ForwarderConfig = z.output<typeof forwarderEnv>;
 

@@ -9,6 +9,14 @@ test('defaults apply when nothing is set', () => {
   assert.equal(c.GLITCH_UPSTREAM_URL, 'https://api.anthropic.com');
   assert.equal(c.GLITCH_BODY_LIMIT_BYTES, 32 * 1024 * 1024);
   assert.equal(c.GLITCH_KAFKA_BROKERS, undefined);
+  assert.equal(c.GLITCH_RECORDING_CPUS, 'auto');
+});
+
+test('GLITCH_RECORDING_CPUS: auto, off, or a CPU list', () => {
+  for (const ok of ['auto', 'off', '3', '6-7', '0,2-3', ' 1 ']) assert.equal(loadConfig(forwarderEnv, { GLITCH_RECORDING_CPUS: ok }).GLITCH_RECORDING_CPUS, ok.trim());
+  for (const bad of ['yes', '1-', '1,,2', 'last']) {
+    assert.throws(() => loadConfig(forwarderEnv, { GLITCH_RECORDING_CPUS: bad }), (e: unknown) => e instanceof ConfigError && /GLITCH_RECORDING_CPUS: must be auto, off, or a CPU list/.test(e.message), bad);
+  }
 });
 
 test('values are coerced and empty strings mean unset', () => {

@@ -1,9 +1,13 @@
 // The one mapping from the forwarder's environment config (parsed once at a composition
 // root) to startForwarder's options, shared by every process that runs a forwarder.
 import type { ForwarderConfig } from '@glitch/config';
-import { availableParallelism } from 'node:os';
+import { parseCpuList, type RecordingCpus } from './cpu-affinity.js';
 import type { ForwarderOptions } from './forwarder.js';
 import type { StaticKey } from './keys.js';
+
+function recordingCpus(setting: string): RecordingCpus {
+  return setting === 'auto' || setting === 'off' ? setting : parseCpuList(setting);
+}
 
 export function forwarderOptionsFromConfig(config: ForwarderConfig, keys: StaticKey[]): ForwarderOptions & { threads: number } {
   return {
@@ -12,7 +16,8 @@ export function forwarderOptionsFromConfig(config: ForwarderConfig, keys: Static
     adminHost: config.GLITCH_ADMIN_HOST,
     adminPort: config.GLITCH_ADMIN_PORT,
     upstreamUrl: config.GLITCH_UPSTREAM_URL,
-    threads: config.GLITCH_FORWARDER_THREADS || availableParallelism(),
+    // 0: one per core, or per relay core when recording has CPUs of its own (startForwarder decides).
+    threads: config.GLITCH_FORWARDER_THREADS,
     keys,
     bodyLimitBytes: config.GLITCH_BODY_LIMIT_BYTES,
     headerLimitBytes: config.GLITCH_HEADER_LIMIT_BYTES,
@@ -23,5 +28,6 @@ export function forwarderOptionsFromConfig(config: ForwarderConfig, keys: Static
     upstreamConnections: config.GLITCH_UPSTREAM_CONNECTIONS,
     upstreamClient: config.GLITCH_UPSTREAM_CLIENT,
     recordingPriority: config.GLITCH_RECORDING_PRIORITY,
+    recordingCpus: recordingCpus(config.GLITCH_RECORDING_CPUS),
   };
 }

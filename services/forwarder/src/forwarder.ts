@@ -10,7 +10,8 @@ import { startInProcess, startWorkerGroup, type RelayGroup } from './relay-group
 import { logTo, noLog } from './relay-log.js';
 import type { RefusalCode } from './relay-context.js';
 import type { RelayThreadOptions } from './relay.js';
-import { gcHelpersShared, lowerThreadsExcept, type LoweredThreads, type RecordingPriority } from './thread-priority.js';
+import { allowedCpus, applyCpuPlan, formatCpuList, pinRelayThread, planCpus, type RecordingCpus } from './cpu-affinity.js';
+import { gcHelpersShared, lowerThreadsExcept, missingForwarderFlags, OLD_SPACE_FLOOR_MB, type LoweredThreads, type RecordingPriority } from './thread-priority.js';
 import type { UpstreamClientKind } from './upstream.js';
 
 /**
@@ -43,7 +44,7 @@ export interface ForwarderOptions {
   adminHost?: string;
   adminPort?: number;
   upstreamUrl: string;
-  /** Relay threads. Default 1; 0 = one per core. See relayInMainThread. */
+  /** Relay threads. Default 1; 0 = one per core (one per relay CPU when recording has CPUs of its own: recordingCpus). See relayInMainThread. */
   threads?: number;
   /**
    * Run a single relay thread in the calling thread instead of a worker thread. Default: only
@@ -102,6 +103,14 @@ export interface ForwarderOptions {
   recordingLimits?: Partial<RecordingLimits>;
   /** Admission hook for the record spool's `refuse` policy (default: the recorder's); see also RunningForwarder.setRefusing. */
   admission?: AdmissionSignal;
+  /**
+   * Which CPUs record when relay threads are worker threads (cpu-affinity.ts): `auto` keeps
+   * the last CPU this process may use for recording and the relay threads off it (from 2
+   * CPUs, when the relay threads fit on the rest; `threads` 0 then means one per relay CPU);
+   * a list names the recording CPUs; `off` (default here; the services' config defaults to
+   * `auto`) sets no affinity. No effect without a recorder.
+   */
+  recordingCpus?: RecordingCpus;
 }
 
 export interface RunningForwarder {
@@ -118,6 +127,10 @@ export interface RunningForwarder {
   isRefusing(): boolean;
   /** Kernel thread ids of the relay threads (empty off Linux); every other thread records. */
   relayThreadIds(): number[];
+  /** Relay threads started. */
+  threads: number;
+  /** The CPUs kept for recording (relay threads run on the others), or null when every thread may run anywhere. */
+  recordingCpus: number[] | null;
   /** Graceful: stop accepting, let in-flight exchanges finish up to graceMs, abort the rest. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -163,7 +176,7 @@ function resolveOptions(o: ForwarderOptions): Resolved {
     adminHost: o.adminHost ?? '127.0.0.1',
     adminPort: portNumber('adminPort', o.adminPort, 8788),
     upstreamUrl: o.upstreamUrl,
-    threads: threads === 0 ? availableParallelism() : threads,
+    threads,
     bodyLimitBytes: positiveInt('bodyLimitBytes', o.bodyLimitBytes, 32 * 1024 * 1024),
     headerLimitBytes: positiveInt('headerLimitBytes', o.headerLimitBytes, 64 * 1024),
     firstByteTimeoutMs: positiveInt('firstByteTimeoutMs', o.firstByteTimeoutMs, 10 * 60_000),
@@ -188,6 +201,11 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
   const log = opts.logger ? logTo(opts.logger) : noLog;
   const queue = new RecordingQueue(opts.recorder, log, { ...DEFAULT_RECORDING_LIMITS, ...opts.recordingLimits });
   const admission = opts.admission ?? opts.recorder?.admission;
+  // Relay threads, and where they and recording run. A single relay thread runs in this
+  // thread only without a recorder (or when asked to); otherwise relays are workers.
+  const relayInMain = (o.threads === 1 || (o.threads === 0 && availableParallelism() === 1)) && (opts.relayInMainThread ?? !queue.enabled);
+  const cpuPlan = planCpus(opts.recordingCpus ?? 'off', allowedCpus(), o.threads, queue.enabled && !relayInMain, availableParallelism());
+  const threads = cpuPlan.threads;
   // Two reasons to refuse new requests: the record spool is full (`admission`, setRefusing)
   // or recording is backlogged (the queue). The relay threads get the code to answer with.
   let refusing = admission?.isRefusing() === true;
@@ -202,7 +220,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     port: o.port,
     exclusivePort: true,
     upstreamUrl: o.upstreamUrl,
-    upstreamConnections: Math.max(1, Math.ceil(o.upstreamConnections / o.threads)),
+    upstreamConnections: Math.max(1, Math.ceil(o.upstreamConnections / threads)),
     keys,
     recording: queue.enabled,
     upstreamClient: opts.upstreamClient === 'undici' ? 'undici' : 'native',
@@ -211,8 +229,8 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     firstByteTimeoutMs: o.firstByteTimeoutMs,
     idleTimeoutMs: o.idleTimeoutMs,
   };
-  const inMainThread = o.threads === 1 && (opts.relayInMainThread ?? !queue.enabled);
-  const group: RelayGroup = inMainThread ? await startInProcess(relayOpts, queue, log) : await startWorkerGroup(relayOpts, o.threads, queue, log);
+  const inMainThread = threads === 1 && (opts.relayInMainThread ?? !queue.enabled);
+  const group: RelayGroup = inMainThread ? await startInProcess(relayOpts, queue, log) : await startWorkerGroup(relayOpts, threads, queue, log);
 
   // Relay threads exist now: everything else of the process can be lowered (threads created
   // from now on inherit the lowered policy).
@@ -224,10 +242,41 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     if (lowered.lowered.length > 0 && gcHelpersShared(process.execArgv)) {
       log('warn', "node runs without --single-threaded-gc: V8's GC helper threads, lowered with recording, also collect the relay threads' garbage, which adds to relaying latency (the glitch command starts node with the flag; docs/operations.md)", {});
     }
-    group.onReplacement((tid) =>
-      log('warn', 'a replacement relay thread inherits the recording threads\' low priority until the forwarder restarts (an unprivileged process cannot raise it)', { tid, mechanism: lowered.mechanism }),
-    );
   }
+  // Relay threads to their CPUs, everything else to the recording CPUs (after lowering: the
+  // plan is about where threads run, lowering about who yields).
+  let recordingCpus: number[] | null = null;
+  if (cpuPlan.relayCpus !== null && cpuPlan.recordingCpus !== null) {
+    const placed = await applyCpuPlan(cpuPlan, group.relayThreadIds());
+    if (placed.failure === undefined) {
+      recordingCpus = cpuPlan.recordingCpus;
+      log('info', 'recording runs on CPUs of its own: relay threads never find their caches full of its data', { recordingCpus: formatCpuList(cpuPlan.recordingCpus), relayCpus: formatCpuList(cpuPlan.relayCpus), threads });
+    } else {
+      log('warn', 'could not keep recording and relay threads on separate CPUs', { detail: placed.failure, recordingCpus: formatCpuList(cpuPlan.recordingCpus) });
+    }
+  } else if (cpuPlan.sharedBecause !== undefined) {
+    log('info', 'recording shares CPUs with the relay threads', { because: cpuPlan.sharedBecause });
+  }
+  group.onReplacement((tid) => {
+    if (lowered.lowered.length > 0) {
+      log('warn', "a replacement relay thread inherits the recording threads' low priority until the forwarder restarts (an unprivileged process cannot raise it)", { tid, mechanism: lowered.mechanism });
+    }
+    if (recordingCpus !== null && tid !== null) {
+      void pinRelayThread(cpuPlan, tid).then((failure) => {
+        if (failure !== null) log('warn', 'a replacement relay thread could not be moved to the relay CPUs', { tid, detail: failure });
+      });
+    }
+  });
+  if (queue.enabled && missingForwarderFlags(process.execArgv).some((f) => f.startsWith('--initial-old-space-size'))) {
+    log('warn', `node runs without --initial-old-space-size=${OLD_SPACE_FLOOR_MB}: the recording thread then runs a full garbage collection every few dozen records, next to the relay threads (the glitch command starts node with the flag; docs/operations.md)`, {});
+  }
+  const cpuMetric = (): ScalarMetric => ({
+    name: 'glitch_forwarder_recording_cpus',
+    help: 'CPUs kept for recording, relay threads running on the others (0: recording and relaying share every CPU).',
+    type: 'gauge',
+    value: recordingCpus?.length ?? 0,
+    labels: { cpus: recordingCpus === null ? '' : formatCpuList(recordingCpus) },
+  });
   const priorityMetric = (): ScalarMetric => ({
     name: 'glitch_forwarder_recording_threads_lowered',
     help: 'Threads of this process lowered below the relay threads (SCHED_IDLE, or nice 19 without chrt); 0 when recording runs at normal priority.',
@@ -252,7 +301,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
       {
         ready: () => stopping === null && group.ready(),
         metrics: async () =>
-          renderPrometheus(await group.snapshot(), [...group.scalarMetrics(), ...queue.metrics(), admissionMetric(), priorityMetric(), ...(opts.recorder?.metrics?.() ?? [])]),
+          renderPrometheus(await group.snapshot(), [...group.scalarMetrics(), ...queue.metrics(), admissionMetric(), priorityMetric(), cpuMetric(), ...(opts.recorder?.metrics?.() ?? [])]),
       },
       log,
     );
@@ -305,6 +354,8 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     setRefusing,
     isRefusing: () => refusing,
     relayThreadIds: () => group.relayThreadIds(),
+    threads: group.threads,
+    recordingCpus,
     stop(graceMs = o.shutdownGraceMs) {
       stopping ??= (async () => {
         log('info', 'forwarder stopping', { graceMs });

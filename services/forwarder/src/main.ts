@@ -16,8 +16,8 @@ async function main(): Promise<void> {
   if (!config.GLITCH_KEYS_FILE) throw new Error('GLITCH_KEYS_FILE is required: a JSON file {"keys":[{"id","tenantId","secretSha256"}]}');
   const keys = loadKeysFile(config.GLITCH_KEYS_FILE);
   const options = forwarderOptionsFromConfig(config, keys);
-  const threads = options.threads;
   const forwarder = await startForwarder({ ...options, logger });
+  const threads = forwarder.threads;
   console.log(`glitch forwarder listening on ${forwarder.url} (${threads} thread${threads === 1 ? '' : 's'}) -> ${config.GLITCH_UPSTREAM_URL}`);
   console.log(`admin: ${forwarder.adminUrl}/healthz ${forwarder.adminUrl}/readyz ${forwarder.adminUrl}/metrics`);
 

@@ -44,6 +44,28 @@ export function gcHelpersShared(execArgv: readonly string[]): boolean {
   return !execArgv.includes('--single-threaded-gc');
 }
 
+/**
+ * The old generation V8 lets grow before it starts a full (mark-compact) collection, in MB,
+ * as node's `--initial-old-space-size`: set by the embedder, it is also the floor of every
+ * later limit. Without it the recording main thread, whose live heap is ~20 MB and which
+ * allocates a few hundred KB per record, was marked and compacted every ~60–90 records at
+ * 300 records/s (a third of its CPU, and memory traffic next to the relay threads); with it,
+ * once or twice a minute (docs/benchmarks.md). The relay isolates get the same floor; they
+ * promote little, so it bounds rather than adds memory.
+ */
+export const OLD_SPACE_FLOOR_MB = 64;
+
+/** Node flags the forwarder process should run with (the `glitch` command's shebang passes them). */
+export const FORWARDER_NODE_FLAGS: readonly string[] = ['--single-threaded-gc', `--initial-old-space-size=${OLD_SPACE_FLOOR_MB}`];
+
+/** Which of FORWARDER_NODE_FLAGS `execArgv` lacks (a flag given with another value counts as present). */
+export function missingForwarderFlags(execArgv: readonly string[]): string[] {
+  return FORWARDER_NODE_FLAGS.filter((f) => {
+    const name = f.split('=')[0]!;
+    return !execArgv.some((a) => a === f || a.startsWith(`${name}=`));
+  });
+}
+
 /** Kernel policy numbers as in /proc/<pid>/task/<tid>/stat field 41. */
 export const SCHED_OTHER = 0;
 export const SCHED_IDLE = 5;

@@ -25,6 +25,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, startChild, testKey, type ChildForwarder } from '../../support/forwarder.js';
 import { cpuSeconds } from '../proc.js';
+import { spawnListening, startBenchUpstream as startUpstream, stopProcess, type BenchUpstream } from '../upstream-process.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, '..', '..', '..');
@@ -104,52 +105,9 @@ async function waitHttp(url: string, timeoutMs: number, what: string): Promise<v
   }
 }
 
-function stopProcess(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
-  return new Promise((r) => {
-    const t = setTimeout(() => p.kill('SIGKILL'), 5_000);
-    p.once('exit', () => {
-      clearTimeout(t);
-      r();
-    });
-    p.kill('SIGTERM');
-  });
-}
+// ---- fast upstream: ../upstream-process.ts ----------------------------------------------
 
-// ---- fast upstream ---------------------------------------------------------------------
-
-interface Upstream {
-  url: string;
-  pid: number;
-  stats(): Promise<{ open: number; aborted: number; completed: number }>;
-  stop(): Promise<void>;
-}
-
-/** Runs one of this directory's TypeScript servers; resolves once it printed "LISTENING <port>". */
-async function spawnListening(script: string, args: string[], what: string): Promise<{ p: ChildProcess; port: number }> {
-  const p = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join(here, script), ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((res, rej) => {
-    let out = '';
-    p.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const m = /LISTENING (\d+)/.exec(out);
-      if (m) res(Number(m[1]));
-    });
-    p.once('exit', (c) => rej(new Error(`${what} exited ${c}`)));
-  });
-  return { p, port };
-}
-
-async function startUpstream(): Promise<Upstream> {
-  const { p, port } = await spawnListening('upstream.ts', ['0'], 'bench upstream');
-  const url = `http://127.0.0.1:${port}`;
-  return {
-    url,
-    pid: p.pid!,
-    stats: async () => (await (await fetch(`${url}/__stats`)).json()) as { open: number; aborted: number; completed: number },
-    stop: () => stopProcess(p),
-  };
-}
+type Upstream = BenchUpstream;
 
 // ---- targets ---------------------------------------------------------------------------
 
@@ -225,7 +183,7 @@ http {
 
 /** The stack's floor (floor-relay.ts): uWS + node:net doing nothing but relay. */
 async function startFloor(upstreamUrl: string): Promise<Target> {
-  const { p, port } = await spawnListening('floor-relay.ts', [upstreamUrl], 'floor relay');
+  const { p, port } = await spawnListening(join('forwarder', 'floor-relay.ts'), [upstreamUrl], 'floor relay');
   return { name: 'floor: bare uWS + node:net relay, 1 thread', kind: 'floor', parallelism: 1, url: `http://127.0.0.1:${port}`, pid: p.pid!, stop: () => stopProcess(p) };
 }
 
@@ -374,8 +332,9 @@ async function sseRun(url: string, streams: number, events: number, gap: number)
       continue;
     }
     ttfe.push(arrivals[0]!);
-    // Event k (1 ≤ k ≤ N-3) leaves upstream k gaps after message_start; the last 3 leave together.
-    for (let k = 1; k <= events - 3; k++) lags.push(arrivals[k]! - arrivals[0]! - k * gap);
+    // content_block_start leaves with message_start, event k (2 ≤ k ≤ N-4) k-1 gaps after
+    // them, and the last 3 together one gap after the last delta (upstream.ts).
+    for (let k = 1; k < events; k++) lags.push(arrivals[k]! - arrivals[0]! - Math.min(k - 1, events - 4) * gap);
   }
   agent.destroy();
   ttfe.sort((a, b) => a - b);

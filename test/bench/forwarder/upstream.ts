@@ -2,8 +2,9 @@
 // so it costs the proxies under test as little CPU as possible. The query string picks the
 // behaviour (proxies relay it unchanged):
 //   ?mode=json                     1 KB Messages JSON with content-length (default)
-//   ?mode=sse&events=N&gap=MS      SSE, N events: message_start at once, N-4 deltas MS apart, then
-//                                  content_block_stop + message_delta + message_stop one gap later
+//   ?mode=sse&events=N&gap=MS      SSE, N events: message_start + content_block_start at once,
+//                                  N-5 deltas MS apart, then content_block_stop + message_delta +
+//                                  message_stop one gap later; gap=0: all of it at once
 //   ?mode=hold                     SSE: message_start, then nothing until the client leaves
 //   GET /__stats                   {"open":…,"aborted":…,"completed":…} (JSON)
 // Usage: node --import tsx upstream.ts [port]   → prints "LISTENING <port>" when ready.
@@ -29,6 +30,7 @@ const messageStart = ev('message_start', {
   type: 'message_start',
   message: { id: 'msg_01BenchStream', type: 'message', role: 'assistant', model: 'claude-sonnet-4-6', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 2600, output_tokens: 1 } },
 });
+const blockStart = ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
 const delta = (i: number): Buffer => ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: `token ${i} ` } });
 const tail = Buffer.concat([
   ev('content_block_stop', { type: 'content_block_stop', index: 0 }),
@@ -63,16 +65,28 @@ function handle(res: uWS.HttpResponse, query: URLSearchParams, state: { aborted:
     });
     return;
   }
-  const events = Math.max(4, Number(query.get('events') ?? 20));
+  const events = Math.max(5, Number(query.get('events') ?? 20));
   const gap = Number(query.get('gap') ?? 5);
+  if (gap <= 0) {
+    res.cork(() => {
+      sseHead(res);
+      res.write(messageStart);
+      res.write(blockStart);
+      for (let d = 1; d <= events - 5; d++) res.write(delta(d));
+      res.end(tail);
+    });
+    finish();
+    return;
+  }
   res.cork(() => {
     sseHead(res);
     res.write(messageStart);
+    res.write(blockStart);
   });
   let i = 1;
   const tick = (): void => {
     if (state.aborted) return;
-    if (i > events - 4) {
+    if (i > events - 5) {
       res.cork(() => res.end(tail));
       finish();
       return;
