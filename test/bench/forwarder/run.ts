@@ -349,9 +349,18 @@ interface MemoryResult {
   openStreamsEstablished: number;
   upstreamOpenAfterClose: number;
   rssAfter10000AbortedMiB: number;
+  /**
+   * After each further 10,000 aborted streams (ABORT_ROUNDS in all): a leak keeps growing,
+   * garbage a collector has not reclaimed yet levels off.
+   */
+  rssAfterMoreAbortedMiB: number[];
   abortedSeenUpstream: number;
+  /** The first 10,000. */
   abortSeconds: number;
 }
+
+/** Rounds of 10,000 aborted streams in the memory run. */
+const ABORT_ROUNDS = 3;
 
 /** Opens a stream that upstream holds open; resolves once the first bytes arrived (or null). */
 function openHeldStream(url: string): Promise<{ close(): void } | null> {
@@ -402,27 +411,32 @@ async function memoryRun(t: Target, upstream: Upstream): Promise<MemoryResult> {
   const upstreamOpenAfterClose = await settle();
 
   const abortedBefore = (await upstream.stats()).aborted;
-  const t0 = Date.now();
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 100 }, async () => {
-      while (next < 10_000) {
-        next++;
-        const s = await openHeldStream(t.url);
-        s?.close();
-      }
-    }),
-  );
-  const abortSeconds = (Date.now() - t0) / 1000;
-  await settle();
-  await new Promise((r) => setTimeout(r, 1_000));
-  const rssAfter = treeRss(pid);
+  const rssAfterRounds: number[] = [];
+  let abortSeconds = 0;
+  for (let round = 0; round < ABORT_ROUNDS; round++) {
+    const t0 = Date.now();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 100 }, async () => {
+        while (next < 10_000) {
+          next++;
+          const s = await openHeldStream(t.url);
+          s?.close();
+        }
+      }),
+    );
+    if (round === 0) abortSeconds = (Date.now() - t0) / 1000;
+    await settle();
+    await new Promise((r) => setTimeout(r, 1_000));
+    rssAfterRounds.push(treeRss(pid) / MB);
+  }
   return {
     rssIdleMiB: rssIdle / MB,
     rssWith1000OpenMiB: rssOpen / MB,
     openStreamsEstablished: live.length,
     upstreamOpenAfterClose,
-    rssAfter10000AbortedMiB: rssAfter / MB,
+    rssAfter10000AbortedMiB: rssAfterRounds[0]!,
+    rssAfterMoreAbortedMiB: rssAfterRounds.slice(1),
     abortedSeenUpstream: (await upstream.stats()).aborted - abortedBefore,
     abortSeconds,
   };
@@ -641,11 +655,11 @@ function printTable(rs: TargetResult[]): void {
     ]);
   }
   printRows(rows);
-  const mem: string[][] = [['target', 'RSS after load MiB', 'RSS 1,000 open MiB', 'streams open', 'upstream left open', 'RSS after 10,000 aborted MiB', 'aborts seen upstream', 'abort run s']];
+  const mem: string[][] = [['target', 'RSS after load MiB', 'RSS 1,000 open MiB', 'streams open', 'upstream left open', 'RSS after 10,000 aborted MiB', `then after each 10,000 more (to ${ABORT_ROUNDS * 10},000)`, 'aborts seen upstream', 'abort run s (10,000)']];
   for (const r of rs) {
     if (!r.memory) continue;
     const m = r.memory;
-    mem.push([r.target, f(m.rssIdleMiB, 1), f(m.rssWith1000OpenMiB, 1), String(m.openStreamsEstablished), String(m.upstreamOpenAfterClose), f(m.rssAfter10000AbortedMiB, 1), String(m.abortedSeenUpstream), f(m.abortSeconds, 1)]);
+    mem.push([r.target, f(m.rssIdleMiB, 1), f(m.rssWith1000OpenMiB, 1), String(m.openStreamsEstablished), String(m.upstreamOpenAfterClose), f(m.rssAfter10000AbortedMiB, 1), m.rssAfterMoreAbortedMiB.map((x) => f(x, 1)).join(' '), String(m.abortedSeenUpstream), f(m.abortSeconds, 1)]);
   }
   console.log('');
   printRows(mem);

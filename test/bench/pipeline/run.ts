@@ -689,7 +689,7 @@ async function main(): Promise<void> {
     up,
     key,
     body: (i: number) => bodies[i % bodies.length]!,
-    sensorConfig: (recording, topic) => ({ brokers: mock.brokers, topic, upstreamUrl: up.url, keys: [key], spoolDir: mkdtempSync(join(tmpdir(), 'glitch-bench-spool-')), threads: THREADS, recording: recording && !CONTROL_AA, recordingPriority: PRIORITY, recordingCpus: RECORDING_CPUS, logLevel: 'error', ...(recording ? {} : { relayInMainThread: OFF_RELAY === 'main' }) }),
+    sensorConfig: (recording, topic) => ({ brokers: mock.brokers, topic, upstreamUrl: up.url, keys: [key], spoolDir: mkdtempSync(join(tmpdir(), 'glitch-bench-spool-')), threads: THREADS, recording: recording && !CONTROL_AA, recordingPriority: PRIORITY, recordingCpus: RECORDING_CPUS, logLevel: 'error', ...(recording && !CONTROL_AA ? {} : { relayInMainThread: OFF_RELAY === 'main' }) }),
   };
   if (CONTROL_AA) console.log('[bench] --control=aa: the "recording on" forwarder does not record; "on vs off" below is the bench\'s own bias and noise');
   console.log(`[bench] pipeline: ${cpus().length} cores, Node ${process.version}, forwarder threads ${THREADS}, recording priority ${PRIORITY}, request body ${BODY_BYTES} B, latency phase ${RATE > 0 ? `paced at ${RATE} req/s` : 'closed loop'} with ${CONCURRENCY} clients, kafka: private librdkafka mock ${mock.version} (latency phase: broker priority ${BROKER_PRIORITY})`);
