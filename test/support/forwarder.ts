@@ -16,10 +16,10 @@ export const forwarderMain = join(repoRoot, 'services', 'forwarder', 'src', 'mai
 /** The compiled entry (`node scripts/build.mjs`), what `npm start` runs in production. */
 export const forwarderMainBuilt = join(repoRoot, 'services', 'forwarder', 'dist', 'main.js');
 /**
- * Node flags a recording forwarder process runs with, as the `glitch` command starts it (its
- * shebang; services/forwarder/src/thread-priority.ts says why each).
+ * Node flags a forwarder process runs with, as the `glitch` command starts it (its shebang;
+ * services/forwarder/src/thread-priority.ts says why each).
  */
-import { FORWARDER_NODE_FLAGS, RELAY_ONLY_NODE_FLAGS } from '@glitch/forwarder';
+import { FORWARDER_NODE_FLAGS } from '@glitch/forwarder';
 
 export { FORWARDER_NODE_FLAGS };
 
@@ -114,9 +114,7 @@ export async function startChild(opts: ChildForwarderOptions): Promise<ChildForw
   const port = await freePort();
   const adminPort = await freePort();
   let out = '';
-  // services/forwarder's main.ts relays without recording; other entries (benches) record.
-  const nodeFlags = opts.entry === undefined ? RELAY_ONLY_NODE_FLAGS : FORWARDER_NODE_FLAGS;
-  const child = spawn(process.execPath, [...nodeFlags, ...(compiled ? [entry] : ['--conditions=source', '--import', 'tsx', entry])], {
+  const child = spawn(process.execPath, [...FORWARDER_NODE_FLAGS, ...(compiled ? [entry] : ['--conditions=source', '--import', 'tsx', entry])], {
     cwd: repoRoot,
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',

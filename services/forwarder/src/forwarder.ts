@@ -11,7 +11,7 @@ import { logTo, noLog } from './relay-log.js';
 import type { RefusalCode } from './relay-context.js';
 import type { RelayThreadOptions } from './relay.js';
 import { allowedCpus, applyCpuPlan, formatCpuList, pinRelayThread, planCpus, type RecordingCpus } from './cpu-affinity.js';
-import { confineOldSpaceFloorToMainIsolate, gcHelpersShared, lowerThreadsExcept, missingForwarderFlags, OLD_SPACE_FLOOR_MB, type LoweredThreads, type RecordingPriority } from './thread-priority.js';
+import { gcHelpersShared, lowerThreadsExcept, missingForwarderFlags, OLD_SPACE_FLOOR_MB, type LoweredThreads, type RecordingPriority } from './thread-priority.js';
 import type { UpstreamClientKind } from './upstream.js';
 
 /**
@@ -230,7 +230,6 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     idleTimeoutMs: o.idleTimeoutMs,
   };
   const inMainThread = threads === 1 && (opts.relayInMainThread ?? !queue.enabled);
-  if (!inMainThread) confineOldSpaceFloorToMainIsolate(process.execArgv);
   const group: RelayGroup = inMainThread ? await startInProcess(relayOpts, queue, log) : await startWorkerGroup(relayOpts, threads, queue, log);
 
   // Relay threads exist now: everything else of the process can be lowered (threads created

@@ -9,6 +9,6 @@ export { DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES } from './relay.js';
 export type { AdmissionSignal, ForwarderOptions, RunningForwarder } from './forwarder.js';
 export type { ScalarMetric } from './metrics.js';
 export { forwarderOptionsFromConfig } from './config-options.js';
-export { FORWARDER_NODE_FLAGS, RELAY_ONLY_NODE_FLAGS, SCHED_IDLE, SCHED_OTHER, threadPolicy } from './thread-priority.js';
+export { FORWARDER_NODE_FLAGS, SCHED_IDLE, SCHED_OTHER, threadPolicy } from './thread-priority.js';
 export type { RecordingPriority } from './thread-priority.js';
 export { allowedCpus, formatCpuList, parseCpuList, planCpus, type CpuPlan, type RecordingCpus } from './cpu-affinity.js';

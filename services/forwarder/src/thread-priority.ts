@@ -20,7 +20,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
-import { setFlagsFromString } from 'node:v8';
 
 export type RecordingPriority = 'idle' | 'normal';
 
@@ -51,30 +50,15 @@ export function gcHelpersShared(execArgv: readonly string[]): boolean {
  * later limit. Without it the recording main thread, whose live heap is ~20 MB and which
  * allocates a few hundred KB per record, was marked and compacted every ~60–90 records at
  * 300 records/s (a third of its CPU); with it, once or twice a minute (docs/benchmarks.md).
- * Relay worker isolates do without it (confineOldSpaceFloorToMainIsolate).
+ * The relay isolates keep the same floor: a recording forwarder's relay thread allocates for
+ * its captures, and with V8's own sizing it used ~60 µs more CPU per request and added ~8 %
+ * more latency (a variant in the same pipeline-bench run). Each isolate may then hold up to
+ * this much garbage before a full collection: RSS levels off higher, it does not keep growing.
  */
 export const OLD_SPACE_FLOOR_MB = 64;
 
-let floorConfined = false;
-
-/**
- * Keeps the old-space floor to the isolates that exist now (the main one, which records):
- * isolates created afterwards, the relay workers, get V8's own sizing again. V8 reads the
- * flag when it sets up each isolate's heap; the relay isolates promote little, and with the
- * floor each could hold up to OLD_SPACE_FLOOR_MB of dead objects before its first full
- * collection, which the forwarder bench saw as RSS growing after 10,000 aborted streams.
- */
-export function confineOldSpaceFloorToMainIsolate(execArgv: readonly string[]): void {
-  if (floorConfined || !execArgv.some((a) => a.startsWith('--initial-old-space-size'))) return;
-  floorConfined = true;
-  setFlagsFromString('--initial-old-space-size=0');
-}
-
-/** Node flags of a forwarder process without a recorder (services/forwarder/src/main.ts). */
-export const RELAY_ONLY_NODE_FLAGS: readonly string[] = ['--single-threaded-gc'];
-
-/** Node flags of a recording forwarder process (what the `glitch` command's shebang passes). */
-export const FORWARDER_NODE_FLAGS: readonly string[] = [...RELAY_ONLY_NODE_FLAGS, `--initial-old-space-size=${OLD_SPACE_FLOOR_MB}`];
+/** Node flags the forwarder process should run with (the `glitch` command's shebang passes them). */
+export const FORWARDER_NODE_FLAGS: readonly string[] = ['--single-threaded-gc', `--initial-old-space-size=${OLD_SPACE_FLOOR_MB}`];
 
 /** Which of FORWARDER_NODE_FLAGS `execArgv` lacks (a flag given with another value counts as present). */
 export function missingForwarderFlags(execArgv: readonly string[]): string[] {

@@ -54,7 +54,11 @@ import { threadCpuList } from '../../support/threads.js';
 import { startBenchUpstream } from '../upstream-process.js';
 import { parseCpuList, type RecordingCpus } from '@glitch/forwarder';
 
-const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
+const args = new Map(process.argv.slice(2).map((a) => {
+  const kv = a.replace(/^--/, '');
+  const eq = kv.indexOf('=');
+  return (eq === -1 ? [kv, ''] : [kv.slice(0, eq), kv.slice(eq + 1)]) as [string, string];
+}));
 const num = (name: string, fallback: number) => (args.has(name) ? Number(args.get(name)) : fallback);
 /** Latency phase: this many turns of the three targets, each a block of `block` requests. */
 const BLOCKS = num('blocks', 60);
