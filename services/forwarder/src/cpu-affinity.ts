@@ -4,7 +4,8 @@
 // (thread-priority.ts) recording already yields the CPU to a relay thread at once, but a
 // relay thread that wakes up where recording ran finds its caches full of recording's data:
 // on the development machine (2 cores) recording on a shared core added ~0.1 ms to the
-// median relayed request, on a core of its own nothing measurable (docs/benchmarks.md).
+// median relayed request; pinned apart, the median was the recording-off forwarder's in the
+// same runs (docs/benchmarks.md).
 //
 // `auto`: the last CPU this process may run on records, the others relay, when there are at
 // least two and the relay threads are not more than the relay CPUs (threads 0, the default,
