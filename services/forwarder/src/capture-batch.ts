@@ -102,9 +102,13 @@ export function writeBatch(captures: readonly CaptureParts[], target: Buffer, at
  * header character at most.
  */
 export function packCaptures(captures: readonly CaptureParts[]): Uint8Array {
-  // allocUnsafeSlow: not Node's shared pool, so it can be moved; no zero-fill.
+  // allocUnsafeSlow: not Node's shared pool, so it can be moved; no zero-fill of the room
+  // the batch takes. The slack after it is zeroed: captures' bodies are views on this buffer,
+  // and whatever the memory held before (another exchange's bytes) must not ride along.
   const room = Buffer.allocUnsafeSlow(batchMaxBytes(captures));
-  return room.subarray(0, writeBatch(captures, room, 0));
+  const written = writeBatch(captures, room, 0);
+  room.fill(0, written);
+  return room.subarray(0, written);
 }
 
 /** The captures of a batch; their bodies are views on `bytes`. Throws when the bytes are not a whole batch. */
