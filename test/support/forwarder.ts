@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ForwarderOptions, RunningForwarder, StaticKey } from '@glitch/forwarder';
+import { FORWARDER_NODE_FLAGS, type ForwarderOptions, type RunningForwarder, type StaticKey } from '@glitch/forwarder';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const forwarderMain = join(repoRoot, 'services', 'forwarder', 'src', 'main.ts');
@@ -19,8 +19,6 @@ export const forwarderMainBuilt = join(repoRoot, 'services', 'forwarder', 'dist'
  * Node flags a forwarder process runs with, as the `glitch` command starts it (its shebang;
  * services/forwarder/src/thread-priority.ts says why each).
  */
-import { FORWARDER_NODE_FLAGS } from '@glitch/forwarder';
-
 export { FORWARDER_NODE_FLAGS };
 
 /** GLITCH_BENCH_CPU_PROF_DIR=/dir: flags for a V8 CPU profile of a child process in /dir (none without it). */

@@ -12,7 +12,6 @@ import { join, resolve } from 'node:path';
 export interface RecordingForwarder {
   forwarder: RunningForwarder;
   recorder: RecordPublisher;
-  threads: number;
   /** Stops taking traffic, then flushes records to the bus (or the spool). */
   stop(): Promise<void>;
 }
@@ -38,7 +37,6 @@ export async function startRecordingForwarder(config: ForwarderConfig, keysFile:
   return {
     forwarder,
     recorder,
-    threads: forwarder.threads,
     async stop() {
       await forwarder.stop();
       await recorder.close();

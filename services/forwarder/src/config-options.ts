@@ -9,7 +9,7 @@ function recordingCpus(setting: string): RecordingCpus {
   return setting === 'auto' || setting === 'off' ? setting : parseCpuList(setting);
 }
 
-export function forwarderOptionsFromConfig(config: ForwarderConfig, keys: StaticKey[]): ForwarderOptions & { threads: number } {
+export function forwarderOptionsFromConfig(config: ForwarderConfig, keys: StaticKey[]): ForwarderOptions {
   return {
     host: config.GLITCH_HOST,
     port: config.GLITCH_PORT,

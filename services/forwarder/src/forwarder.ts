@@ -203,8 +203,8 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
   const admission = opts.admission ?? opts.recorder?.admission;
   // Relay threads, and where they and recording run. A single relay thread runs in this
   // thread only without a recorder (or when asked to); otherwise relays are workers.
-  const relayInMain = (o.threads === 1 || (o.threads === 0 && availableParallelism() === 1)) && (opts.relayInMainThread ?? !queue.enabled);
-  const cpuPlan = planCpus(opts.recordingCpus ?? 'off', allowedCpus(), o.threads, queue.enabled && !relayInMain, availableParallelism());
+  const inMainThread = (o.threads || availableParallelism()) === 1 && (opts.relayInMainThread ?? !queue.enabled);
+  const cpuPlan = planCpus(opts.recordingCpus ?? 'off', allowedCpus(), o.threads, queue.enabled && !inMainThread, availableParallelism());
   const threads = cpuPlan.threads;
   // Two reasons to refuse new requests: the record spool is full (`admission`, setRefusing)
   // or recording is backlogged (the queue). The relay threads get the code to answer with.
@@ -229,7 +229,6 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     firstByteTimeoutMs: o.firstByteTimeoutMs,
     idleTimeoutMs: o.idleTimeoutMs,
   };
-  const inMainThread = threads === 1 && (opts.relayInMainThread ?? !queue.enabled);
   const group: RelayGroup = inMainThread ? await startInProcess(relayOpts, queue, log) : await startWorkerGroup(relayOpts, threads, queue, log);
 
   // Relay threads exist now: everything else of the process can be lowered (threads created

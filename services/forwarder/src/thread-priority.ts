@@ -41,7 +41,7 @@ export interface LoweredThreads {
  * isolate collects on its own thread at its own thread's priority. `glitch` starts node with it.
  */
 export function gcHelpersShared(execArgv: readonly string[]): boolean {
-  return !execArgv.includes('--single-threaded-gc');
+  return missingForwarderFlags(execArgv).includes('--single-threaded-gc');
 }
 
 /**

@@ -17,7 +17,7 @@
 // Flags: --duration=SECONDS (each throughput run, default 8), --rounds=N (default 3),
 // --pin=off (by default 1-thread targets get core 0 to themselves: see placeFor),
 // --only=direct,nginx,glitch,floor
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
