@@ -249,7 +249,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     const placed = await applyCpuPlan(cpuPlan, group.relayThreadIds());
     if (placed.failure === undefined) {
       recordingCpus = cpuPlan.recordingCpus;
-      log('info', 'recording runs on CPUs of its own: relay threads never find their caches full of its data', { recordingCpus: formatCpuList(cpuPlan.recordingCpus), relayCpus: formatCpuList(cpuPlan.relayCpus), threads });
+      log('info', 'recording runs on CPUs of its own: relay threads no longer share a core with it', { recordingCpus: formatCpuList(cpuPlan.recordingCpus), relayCpus: formatCpuList(cpuPlan.relayCpus), threads });
     } else {
       log('warn', 'could not keep recording and relay threads on separate CPUs', { detail: placed.failure, recordingCpus: formatCpuList(cpuPlan.recordingCpus) });
     }
