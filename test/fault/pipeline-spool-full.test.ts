@@ -102,12 +102,16 @@ test('spool full under the refuse policy: 503 overloaded_error, visible in metri
 
     await mock.setBrokerUp();
     await waitFor(async () => (await turn()).status === 200, 60_000, 'the forwarder admitting requests again after Kafka returned', () => sensor.publisher.stats);
-    for (let i = 0; i < 5; i++) assert.equal((await turn()).status, 200);
+    // Admission resumes under 75 % of the spool, while replay still runs and new records still
+    // queue behind it (order per session), so a quick run of turns may fill it to 90 % again
+    // and be refused: correct, not a failure. Once the spool has drained, nothing refuses.
+    await waitFor(() => sensor.publisher.stats.mode === 'direct', 60_000, 'the spool drained after admission resumed', () => sensor.publisher.stats);
+    for (let i = 0; i < 5; i++) assert.equal((await turn()).status, 200, `turn ${i} after the spool drained`);
     const after = await metrics();
     assert.equal(sample(after, 'glitch_forwarder_admission_refusing'), 0);
 
     const N = answered.length;
-    await waitFor(() => sensor.publisher.stats.mode === 'direct' && sensor.publisher.stats.queued === 0, 60_000, 'the spool drained', () => sensor.publisher.stats);
+    await waitFor(() => sensor.publisher.stats.mode === 'direct' && sensor.publisher.stats.queued === 0, 60_000, 'every record published', () => sensor.publisher.stats);
     await waitFor(async () => (await scalar(ch.client, 'SELECT count() FROM exchanges FINAL')) >= N, 90_000, `${N} exchanges in ClickHouse`, () => ingest.stats());
     const rows = await storedExchanges(ch.client);
     assertExactlyOnce(rows.map((r) => ({ id: tagOf(r.request)!.tag })), answered, 'answered exchanges');
