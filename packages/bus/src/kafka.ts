@@ -30,10 +30,13 @@ export interface KafkaBusOptions {
   /** Largest message sent whole (bytes of key + value); bigger records are chunked. Default 900 000. */
   maxMessageBytes?: number;
   /**
-   * How long a publish waits for others to share its request. Default 20 ms: each produce
-   * request costs kafkajs most of a millisecond of CPU whatever it carries (docs/benchmarks.md),
-   * so sharing requests saves most of what publishing costs; records are off the hot path,
-   * and 20 ms late is still live.
+   * How long a publish waits for others to share its request. Default 100 ms: each produce
+   * request costs kafkajs (and the broker, and the socket) a fixed share of CPU whatever it
+   * carries, so sharing requests saves most of what publishing costs. For the forwarder's
+   * recorder that CPU runs beside the relay: at 300 records/s, 100 ms instead of 20 cut the
+   * recording thread's CPU per record by ~15 % and the relay's added latency with it
+   * (docs/benchmarks.md, "Pipeline, 2026-12-05 (noon)"). Records are off the hot path, and a
+   * tenth of a second late is still live; a full request (requestMaxBytes) goes at once.
    */
   lingerMs?: number;
   /** Uncompressed bytes per produce request. Default maxMessageBytes. */
@@ -132,7 +135,7 @@ export function createKafkaBus(opts: KafkaBusOptions): Bus {
   const logger = opts.logger;
   const maxMessageBytes = opts.maxMessageBytes ?? 900_000;
   const requestMaxBytes = opts.requestMaxBytes ?? maxMessageBytes;
-  const lingerMs = opts.lingerMs ?? 20;
+  const lingerMs = opts.lingerMs ?? 100;
   useInlineGzip();
   const config: KafkaConfig = {
     clientId: opts.clientId ?? 'glitch',
