@@ -31,12 +31,12 @@ export interface KafkaBusOptions {
   maxMessageBytes?: number;
   /**
    * How long a publish waits for others to share its request. Default 100 ms: each produce
-   * request costs kafkajs (and the broker, and the socket) a fixed share of CPU whatever it
-   * carries, so sharing requests saves most of what publishing costs. For the forwarder's
-   * recorder that CPU runs beside the relay: at 300 records/s, 100 ms instead of 20 cut the
-   * recording thread's CPU per record by ~15 % and the relay's added latency with it
-   * (docs/benchmarks.md, "Pipeline, 2026-12-05 (noon)"). Records are off the hot path, and a
-   * tenth of a second late is still live; a full request (requestMaxBytes) goes at once.
+   * request costs kafkajs (and the socket) a fixed share of CPU whatever it carries, so
+   * sharing requests saves most of what publishing costs. For the forwarder's recorder, at
+   * 300 records/s, 100 ms instead of 20 cut the recording thread's CPU by ~120 µs (~13 %)
+   * per record (docs/benchmarks.md, "Pipeline, 2026-12-05 (noon)"). Records are off the hot
+   * path, and a tenth of a second late is still live; a full request (requestMaxBytes) goes
+   * at once, so at high rates requests leave sooner than this.
    */
   lingerMs?: number;
   /** Uncompressed bytes per produce request. Default maxMessageBytes. */
