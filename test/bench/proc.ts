@@ -15,23 +15,38 @@ export function cpuSeconds(pid: number, tid?: number): number {
   }
 }
 
+/** The interrupts the benches count, by their /proc/interrupts names. */
+const INTERRUPTS = { TLB: 'tlb', RES: 'resched', CAL: 'call', LOC: 'timer' } as const;
+export type InterruptKind = (typeof INTERRUPTS)[keyof typeof INTERRUPTS];
+/** Per kind, a count per CPU (index = CPU number). */
+export type InterruptCounts = Record<InterruptKind, number[]>;
+
 /**
- * Machine-wide interrupt counts from /proc/interrupts, summed over CPUs: TLB shootdowns (a
- * thread of a process unmapping or madvising memory makes every CPU running another thread
- * of it flush its TLB) and rescheduling IPIs. Zeros where the kernel does not list them.
+ * Interrupt counts per CPU from /proc/interrupts: TLB shootdowns (a thread of a process
+ * unmapping or madvising memory makes every CPU running another thread of it flush its
+ * TLB), rescheduling IPIs, function-call IPIs (other CPUs asking this one to run something:
+ * remote TLB flushes under paravirtualization among them) and local timer interrupts. Empty
+ * where the kernel does not list them.
  */
-export function interruptCounts(): { tlb: number; resched: number } {
-  const out = { tlb: 0, resched: 0 };
+export function interruptCounts(): InterruptCounts {
+  const out: InterruptCounts = { tlb: [], resched: [], call: [], timer: [] };
   try {
     for (const line of readFileSync('/proc/interrupts', 'utf8').split('\n')) {
-      const m = /^\s*(TLB|RES):((?:\s+\d+)+)/.exec(line);
+      const m = /^\s*(TLB|RES|CAL|LOC):((?:\s+\d+)+)/.exec(line);
       if (!m) continue;
-      const sum = m[2]!.trim().split(/\s+/).reduce((a, b) => a + Number(b), 0);
-      if (m[1] === 'TLB') out.tlb = sum;
-      else out.resched = sum;
+      out[INTERRUPTS[m[1] as keyof typeof INTERRUPTS]] = m[2]!.trim().split(/\s+/).map(Number);
     }
   } catch {
-    /* not Linux: zeros */
+    /* not Linux: nothing */
   }
   return out;
+}
+
+/** `after − before`, per kind and CPU, added into `into`. */
+export function addInterrupts(into: InterruptCounts, before: InterruptCounts, after: InterruptCounts): void {
+  for (const kind of Object.values(INTERRUPTS)) {
+    const a = after[kind];
+    const acc = into[kind];
+    for (let cpu = 0; cpu < a.length; cpu++) acc[cpu] = (acc[cpu] ?? 0) + a[cpu]! - (before[kind][cpu] ?? 0);
+  }
 }

@@ -49,7 +49,7 @@ import { reply, startMockUpstream } from '../../support/mock-upstream.js';
 import { pipelineTopics, messageBody, waitFor } from '../../support/pipeline.js';
 import { startIngestChild } from '../../support/pipeline-ingest.js';
 import { startSensorChild, type SensorChild, type SensorChildConfig } from '../../support/pipeline-sensor.js';
-import { cpuSeconds, interruptCounts } from '../proc.js';
+import { addInterrupts, cpuSeconds, interruptCounts, type InterruptCounts } from '../proc.js';
 import { threadCpuList } from '../../support/threads.js';
 import { startBenchUpstream } from '../upstream-process.js';
 import { parseCpuList, type RecordingCpus } from '@glitch/forwarder';
@@ -339,8 +339,8 @@ interface LatencyReport {
    * each sensor process (the recording ones by thread role), and the broker.
    */
   cpuPerRequestUs: { sensorOff: number; sensorOn: number; broker: number; sensorOffRelay: number; sensorOnThreads: ThreadCpu; sensorVariantThreads?: ThreadCpu };
-  /** Machine-wide TLB shootdowns and rescheduling IPIs per request during each target's blocks. */
-  interruptsPerRequest: Partial<Record<Target, { tlb: number; resched: number }>>;
+  /** Interrupts per request, per CPU, during each target's blocks (TLB shootdowns, rescheduling and function-call IPIs, local timer). */
+  interruptsPerRequest: Partial<Record<Target, InterruptCounts>>;
 }
 
 interface ThreadCpu {
@@ -431,11 +431,11 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   /** Per epoch, per target, the mean of each of its blocks. */
   const blockMeans: Partial<Record<Target, number[]>>[] = [];
   const seconds: Partial<Record<Target, number>> = {};
-  const interrupts: Partial<Record<Target, { tlb: number; resched: number }>> = {};
+  const interrupts: Partial<Record<Target, InterruptCounts>> = {};
   for (const t of targets) {
     samples[t] = [];
     seconds[t] = 0;
-    interrupts[t] = { tlb: 0, resched: 0 };
+    interrupts[t] = { tlb: [], resched: [], call: [], timer: [] };
   }
   const turns: number[] = [];
   const backlog: number[] = [];
@@ -501,8 +501,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
           const irq0 = interruptCounts();
           const r = await load(urlOf(t), keyOf(t), BLOCK_REQUESTS, CONCURRENCY, s.body, RATE, agents[t]);
           const irq1 = interruptCounts();
-          interrupts[t]!.tlb += irq1.tlb - irq0.tlb;
-          interrupts[t]!.resched += irq1.resched - irq0.resched;
+          addInterrupts(interrupts[t]!, irq0, irq1);
           errors += r.errors;
           samples[t]!.push(...r.latencies);
           seconds[t]! += r.seconds;
@@ -583,7 +582,13 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     backlogAtBlockEnd: { median: median(backlog), max: Math.max(...backlog) },
     cpuPerRequestUs,
     placement,
-    interruptsPerRequest: Object.fromEntries(targets.map((t) => [t, { tlb: interrupts[t]!.tlb / samples[t]!.length, resched: interrupts[t]!.resched / samples[t]!.length }])),
+    interruptsPerRequest: Object.fromEntries(
+      targets.map((t) => {
+        const n = samples[t]!.length;
+        const c = interrupts[t]!;
+        return [t, { tlb: c.tlb.map((v) => v / n), resched: c.resched.map((v) => v / n), call: c.call.map((v) => v / n), timer: c.timer.map((v) => v / n) }];
+      }),
+    ),
   };
 
   const rows: string[][] = [['target', 'req/s', 'p10 ms', 'p25 ms', 'p50 ms', 'p90 ms', 'p99 ms', 'mean ms']];
@@ -603,7 +608,9 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     console.log(`placement (CPU lists): recording forwarder relay ${pl.on.relay}, its other threads ${pl.on.other}; recording-off forwarder ${pl.off === null ? 'unpinned' : `relay ${pl.off.relay}, other threads ${pl.off.other}`}; Kafka broker ${pl.broker ?? 'unpinned'}`);
   }
   const irq = report.interruptsPerRequest;
-  console.log(`interrupts per request during each target's blocks (machine-wide): TLB shootdowns ${targets.map((t) => `${t} ${irq[t]!.tlb.toFixed(2)}`).join(', ')}; rescheduling IPIs ${targets.map((t) => `${t} ${irq[t]!.resched.toFixed(2)}`).join(', ')}`);
+  const perCpu = (v: number[]) => (v.length ? v.map((x) => x.toFixed(2)).join('/') : 'n/a');
+  const kinds: [keyof InterruptCounts, string][] = [['tlb', 'TLB shootdowns'], ['resched', 'rescheduling IPIs'], ['call', 'function-call IPIs'], ['timer', 'local timer']];
+  console.log(`interrupts per request during each target's blocks (per CPU, 0/1/…): ${kinds.map(([k, name]) => `${name} ${targets.map((t) => `${t} ${perCpu(irq[t]![k])}`).join(', ')}`).join('; ')}`);
   const sortedTurns = [...turns].sort((a, b) => a - b);
   console.log(`recording backlog when its block ended (records not yet handed to Kafka, of ${BLOCK_REQUESTS}): median ${report.backlogAtBlockEnd.median}, max ${report.backlogAtBlockEnd.max}`);
   console.log(`recording on vs off, end-to-end through the forwarder: p50 ${signed(report.recordingOnVsOffP50Pct)}, mean ${signed(report.recordingOnVsOffPct)}; per-turn ratios of the means: median ${signed(report.perTurnOnVsOffPct.median)} (quartiles ${signed(percentile(sortedTurns, 25))} / ${signed(percentile(sortedTurns, 75))})`);
