@@ -291,7 +291,7 @@ const ms = (n: number) => n.toFixed(3);
 interface Setup {
   mock: Awaited<ReturnType<typeof privateKafkaMock>>;
   /** The upstream's address (a forwarder's GLITCH_UPSTREAM_URL; direct load goes there). */
-  up: { url: string };
+  up: { url: string; pid: number | null };
   key: ReturnType<typeof testKey>;
   body: (i: number) => Buffer;
   sensorConfig: (recording: boolean, topic: string) => SensorChildConfig;
@@ -339,6 +339,12 @@ interface LatencyReport {
    * each sensor process (the recording ones by thread role), and the broker.
    */
   cpuPerRequestUs: { sensorOff: number; sensorOn: number; broker: number; sensorOffRelay: number; sensorOnThreads: ThreadCpu; sensorVariantThreads?: ThreadCpu };
+  /**
+   * CPU per request of the processes every target shares, during each target's blocks: the
+   * load generator (this process) and the upstream (null in-process). Work that only gets
+   * slower beside recording (caches, the other vCPU) shows here, not in the forwarder's.
+   */
+  sharedCpuPerRequestUs: Partial<Record<Target, { loadGenerator: number; upstream: number | null }>>;
   /** Interrupts per request, per CPU, during each target's blocks (TLB shootdowns, rescheduling and function-call IPIs, local timer). */
   interruptsPerRequest: Partial<Record<Target, InterruptCounts>>;
 }
@@ -432,10 +438,13 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   const blockMeans: Partial<Record<Target, number[]>>[] = [];
   const seconds: Partial<Record<Target, number>> = {};
   const interrupts: Partial<Record<Target, InterruptCounts>> = {};
+  const sharedCpu: Partial<Record<Target, { loadGenerator: number; upstream: number }>> = {};
+  const upstreamCpu = () => (s.up.pid === null ? 0 : cpuSeconds(s.up.pid));
   for (const t of targets) {
     samples[t] = [];
     seconds[t] = 0;
     interrupts[t] = { tlb: [], resched: [], call: [], timer: [] };
+    sharedCpu[t] = { loadGenerator: 0, upstream: 0 };
   }
   const turns: number[] = [];
   const backlog: number[] = [];
@@ -499,7 +508,12 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
         const turnMeans: Partial<Record<Target, number>> = {};
         for (const t of orders[turn % orders.length]!) {
           const irq0 = interruptCounts();
+          const self0 = process.cpuUsage();
+          const up0 = upstreamCpu();
           const r = await load(urlOf(t), keyOf(t), BLOCK_REQUESTS, CONCURRENCY, s.body, RATE, agents[t]);
+          const self1 = process.cpuUsage(self0);
+          sharedCpu[t]!.loadGenerator += (self1.user + self1.system) / 1e6;
+          sharedCpu[t]!.upstream += upstreamCpu() - up0;
           const irq1 = interruptCounts();
           addInterrupts(interrupts[t]!, irq0, irq1);
           errors += r.errors;
@@ -582,6 +596,12 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     backlogAtBlockEnd: { median: median(backlog), max: Math.max(...backlog) },
     cpuPerRequestUs,
     placement,
+    sharedCpuPerRequestUs: Object.fromEntries(
+      targets.map((t) => {
+        const n = samples[t]!.length;
+        return [t, { loadGenerator: (sharedCpu[t]!.loadGenerator / n) * 1e6, upstream: s.up.pid === null ? null : (sharedCpu[t]!.upstream / n) * 1e6 }];
+      }),
+    ),
     interruptsPerRequest: Object.fromEntries(
       targets.map((t) => {
         const n = samples[t]!.length;
@@ -607,6 +627,10 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     const pl = placement;
     console.log(`placement (CPU lists): recording forwarder relay ${pl.on.relay}, its other threads ${pl.on.other}; recording-off forwarder ${pl.off === null ? 'unpinned' : `relay ${pl.off.relay}, other threads ${pl.off.other}`}; Kafka broker ${pl.broker ?? 'unpinned'}`);
   }
+  const shared = report.sharedCpuPerRequestUs;
+  console.log(
+    `CPU per request of the shared processes during each target's blocks (µs): load generator ${targets.map((t) => `${t} ${shared[t]!.loadGenerator.toFixed(0)}`).join(', ')}; upstream ${targets.map((t) => `${t} ${shared[t]!.upstream === null ? 'n/a (in-process)' : shared[t]!.upstream!.toFixed(0)}`).join(', ')}`,
+  );
   const irq = report.interruptsPerRequest;
   const perCpu = (v: number[]) => (v.length ? v.map((x) => x.toFixed(2)).join('/') : 'n/a');
   const kinds: [keyof InterruptCounts, string][] = [['tlb', 'TLB shootdowns'], ['resched', 'rescheduling IPIs'], ['call', 'function-call IPIs'], ['timer', 'local timer']];
@@ -632,14 +656,14 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
  * on direct's. Both answer with a short SSE stream at once: the bench measures the
  * forwarder, not the model.
  */
-async function startUpstream(): Promise<{ url: string; close(): Promise<void> }> {
+async function startUpstream(): Promise<{ url: string; pid: number | null; close(): Promise<void> }> {
   if (UPSTREAM === 'inproc') {
     const up = await startMockUpstream({ keepRequests: 0 });
     up.respond = () => reply.stream({ content: [{ type: 'text', text: 'Bench answer with a few words in it.' }] });
-    return up;
+    return { url: up.url, pid: null, close: () => up.close() };
   }
   const up = await startBenchUpstream();
-  return { url: up.url, close: () => up.stop() };
+  return { url: up.url, pid: up.pid, close: () => up.stop() };
 }
 
 /** 2. Throughput: forwarder → Kafka → ClickHouse, for a burst at high concurrency. */
