@@ -11,7 +11,8 @@
 //    latency for their whole life, so one pair per run compares processes, not recording.
 //    The verdict comes with a 90 % bootstrap interval over epochs and turns. Also prints each
 //    process's CPU per request (the recording forwarder's split by thread role: relay,
-//    main/recording, the rest).
+//    main/recording, the rest; the load generator and the upstream per target's blocks) and
+//    interrupts per request on each CPU.
 // 2. Throughput: records/s through forwarder → Kafka (publisher acks) and on into ClickHouse
 //    (ingest inserts), for a burst of exchanges at high concurrency.
 //
