@@ -9,7 +9,7 @@ import { ExchangeRecord, Finding, TOPICS, encode } from '@glitch/records';
 import { clickhouse, type ClickHouseEnv } from '../../../test/harness/clickhouse.js';
 import { uniqueName } from '../../../test/harness/env.js';
 import { bigBody, makeExchange, makeFinding } from '../../../test/fixtures/exchange-records.js';
-import { faultyClickHouse, hangNextInsert } from '../../../test/support/faulty-clickhouse.js';
+import { faultyClickHouse } from '../../../test/support/faulty-clickhouse.js';
 import { assertStoredExactlyOnce, scalar, waitFor } from './helpers.js';
 
 const logger = createLogger({ name: 'ingest-test', level: 'error' });
