@@ -4,7 +4,8 @@
 import { createKafkaBus } from '@glitch/bus';
 import { ConfigError, forwarderEnv, loadConfig } from '@glitch/config';
 import { createLogger } from '@glitch/log';
-import { describeThreads, startRecordingForwarder } from './recording-forwarder.js';
+import { describeThreads } from '@glitch/forwarder';
+import { startRecordingForwarder } from './recording-forwarder.js';
 
 export async function forwarder(env: Readonly<Record<string, string | undefined>>, out: (line: string) => void): Promise<() => Promise<void>> {
   const config = loadConfig(forwarderEnv, env);

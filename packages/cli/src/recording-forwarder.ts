@@ -16,13 +16,6 @@ export interface RecordingForwarder {
   stop(): Promise<void>;
 }
 
-/** `2 threads` or `1 thread, recording on CPU 1`, for the start-up line. */
-export function describeThreads(forwarder: RunningForwarder): string {
-  const t = forwarder.threads;
-  const cpus = forwarder.recordingCpus;
-  return `${t} thread${t === 1 ? '' : 's'}${cpus === null ? '' : `, recording on CPU${cpus.length === 1 ? '' : 's'} ${cpus.join(',')}`}`;
-}
-
 export async function startRecordingForwarder(config: ForwarderConfig, keysFile: string, bus: Bus, logger: Logger): Promise<RecordingForwarder> {
   const keys = loadKeysFile(keysFile);
   const spool = new DiskSpool({

@@ -10,7 +10,8 @@ import { clickHouseTarget, insertedWatermarks, migrate, openDatabase, type Click
 import { TOPICS } from '@glitch/records';
 import { join, resolve } from 'node:path';
 import { ensureLocalKey } from './local-key.js';
-import { describeThreads, startRecordingForwarder } from './recording-forwarder.js';
+import { describeThreads } from '@glitch/forwarder';
+import { startRecordingForwarder } from './recording-forwarder.js';
 import { removeSensorFile, writeSensorFile } from './sensor-file.js';
 import { startSqlEndpoint } from './sql-endpoint.js';
 

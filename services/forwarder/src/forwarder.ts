@@ -135,6 +135,13 @@ export interface RunningForwarder {
   stop(graceMs?: number): Promise<void>;
 }
 
+/** `2 threads` or `1 thread, recording on CPU 1`, for start-up lines. */
+export function describeThreads(forwarder: Pick<RunningForwarder, 'threads' | 'recordingCpus'>): string {
+  const t = forwarder.threads;
+  const cpus = forwarder.recordingCpus;
+  return `${t} thread${t === 1 ? '' : 's'}${cpus === null ? '' : `, recording on CPU${cpus.length === 1 ? '' : 's'} ${cpus.join(',')}`}`;
+}
+
 interface Resolved {
   host: string;
   port: number;

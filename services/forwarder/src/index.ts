@@ -4,7 +4,7 @@ export { KeysFileError, loadKeysFile, staticKeyStore, validateKeys } from './key
 export type { KeyIdentity, KeyStore, StaticKey } from './keys.js';
 export type { CapturedExchange, ExchangeTimings, HeaderPair, RawCapture, Recorder, SseCapture } from './capture.js';
 export { completeCapture, completeCaptureNow, decodeBody, reassembleSse } from './capture.js';
-export { startForwarder } from './forwarder.js';
+export { describeThreads, startForwarder } from './forwarder.js';
 export { DEFAULT_RESPONSE_CAPTURE_LIMIT_BYTES } from './relay.js';
 export type { AdmissionSignal, ForwarderOptions, RunningForwarder } from './forwarder.js';
 export type { ScalarMetric } from './metrics.js';

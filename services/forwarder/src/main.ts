@@ -4,7 +4,7 @@ import { forwarderEnv, loadConfig } from '@glitch/config';
 import { createLogger } from '@glitch/log';
 import { forwarderOptionsFromConfig } from './config-options.js';
 import { loadKeysFile } from './keys.js';
-import { startForwarder } from './forwarder.js';
+import { describeThreads, startForwarder } from './forwarder.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(forwarderEnv, process.env);
@@ -17,8 +17,7 @@ async function main(): Promise<void> {
   const keys = loadKeysFile(config.GLITCH_KEYS_FILE);
   const options = forwarderOptionsFromConfig(config, keys);
   const forwarder = await startForwarder({ ...options, logger });
-  const threads = forwarder.threads;
-  console.log(`glitch forwarder listening on ${forwarder.url} (${threads} thread${threads === 1 ? '' : 's'}) -> ${config.GLITCH_UPSTREAM_URL}`);
+  console.log(`glitch forwarder listening on ${forwarder.url} (${describeThreads(forwarder)}) -> ${config.GLITCH_UPSTREAM_URL}`);
   console.log(`admin: ${forwarder.adminUrl}/healthz ${forwarder.adminUrl}/readyz ${forwarder.adminUrl}/metrics`);
 
   let signals = 0;
