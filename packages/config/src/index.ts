@@ -1,8 +1,10 @@
 // Environment parsing for every Glitch process. A composition root calls `loadConfig`
 // once with its schema; nothing else reads process.env.
 import { z } from 'zod';
+import { parseCpuList } from './cpu-list.js';
 
 export { z };
+export { formatCpuList, parseCpuList } from './cpu-list.js';
 
 export class ConfigError extends Error {
   readonly problems: readonly string[];
@@ -67,6 +69,9 @@ export const commonEnv = z.object({
   GLITCH_DATA_DIR: z.string().default('.glitch'),
 });
 
+/** GLITCH_RECORDING_CPUS, parsed: `auto`, `off`, or the recording CPUs (sorted, unique). */
+export type RecordingCpus = 'auto' | 'off' | readonly number[];
+
 export const forwarderEnv = commonEnv.extend({
   GLITCH_HOST: z.string().default('127.0.0.1'),
   GLITCH_PORT: port(8787),
@@ -103,7 +108,15 @@ export const forwarderEnv = commonEnv.extend({
   GLITCH_RECORDING_CPUS: z
     .string()
     .trim()
-    .regex(/^(auto|off|\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*)$/, 'must be auto, off, or a CPU list such as 3, 6-7 or 2,5')
+    .transform((text, ctx): RecordingCpus => {
+      if (text === 'auto' || text === 'off') return text;
+      try {
+        return parseCpuList(text);
+      } catch {
+        ctx.issues.push({ code: 'custom', input: text, message: 'must be auto, off, or a CPU list such as 3, 6-7 or 2,5 (ranges ascending)' });
+        return z.NEVER;
+      }
+    })
     .default('auto'),
 });
 export type ForwarderConfig = z.output<typeof forwarderEnv>;

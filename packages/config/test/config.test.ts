@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ConfigError, forwarderEnv, ingestEnv, loadConfig } from '@glitch/config';
+import { ConfigError, formatCpuList, forwarderEnv, ingestEnv, loadConfig, parseCpuList } from '@glitch/config';
 
 test('defaults apply when nothing is set', () => {
   const c = loadConfig(forwarderEnv, {});
@@ -13,10 +13,22 @@ test('defaults apply when nothing is set', () => {
 });
 
 test('GLITCH_RECORDING_CPUS: auto, off, or a CPU list', () => {
-  for (const ok of ['auto', 'off', '3', '6-7', '0,2-3', ' 1 ']) assert.equal(loadConfig(forwarderEnv, { GLITCH_RECORDING_CPUS: ok }).GLITCH_RECORDING_CPUS, ok.trim());
-  for (const bad of ['yes', '1-', '1,,2', 'last']) {
+  const parsed: [string, unknown][] = [['auto', 'auto'], ['off', 'off'], ['3', [3]], ['6-7', [6, 7]], ['0,2-3', [0, 2, 3]], [' 1 ', [1]], ['5,1-2,2', [1, 2, 5]]];
+  for (const [text, cpus] of parsed) assert.deepEqual(loadConfig(forwarderEnv, { GLITCH_RECORDING_CPUS: text }).GLITCH_RECORDING_CPUS, cpus, text);
+  // Parsed once here: a list the forwarder could not use is a ConfigError at start, never later.
+  for (const bad of ['yes', '1-', '1,,2', 'last', '3-1', '-1']) {
     assert.throws(() => loadConfig(forwarderEnv, { GLITCH_RECORDING_CPUS: bad }), (e: unknown) => e instanceof ConfigError && /GLITCH_RECORDING_CPUS: must be auto, off, or a CPU list/.test(e.message), bad);
   }
+});
+
+test('CPU lists parse and format as taskset and /proc write them', () => {
+  assert.deepEqual(parseCpuList('3'), [3]);
+  assert.deepEqual(parseCpuList('0-3,8,10-11'), [0, 1, 2, 3, 8, 10, 11]);
+  assert.deepEqual(parseCpuList(' 5 , 1-2 ,2'), [1, 2, 5]);
+  assert.equal(formatCpuList([0, 1, 2, 3, 8, 10, 11]), '0-3,8,10-11');
+  assert.equal(formatCpuList([1]), '1');
+  assert.equal(formatCpuList([]), '');
+  for (const bad of ['', 'a', '3-1', '1,,2', '-1', '1-']) assert.throws(() => parseCpuList(bad), /not a CPU list/, bad);
 });
 
 test('values are coerced and empty strings mean unset', () => {

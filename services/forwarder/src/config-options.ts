@@ -1,13 +1,8 @@
 // The one mapping from the forwarder's environment config (parsed once at a composition
 // root) to startForwarder's options, shared by every process that runs a forwarder.
 import type { ForwarderConfig } from '@glitch/config';
-import { parseCpuList, type RecordingCpus } from './cpu-affinity.js';
 import type { ForwarderOptions } from './forwarder.js';
 import type { StaticKey } from './keys.js';
-
-function recordingCpus(setting: string): RecordingCpus {
-  return setting === 'auto' || setting === 'off' ? setting : parseCpuList(setting);
-}
 
 export function forwarderOptionsFromConfig(config: ForwarderConfig, keys: StaticKey[]): ForwarderOptions {
   return {
@@ -28,6 +23,6 @@ export function forwarderOptionsFromConfig(config: ForwarderConfig, keys: Static
     upstreamConnections: config.GLITCH_UPSTREAM_CONNECTIONS,
     upstreamClient: config.GLITCH_UPSTREAM_CLIENT,
     recordingPriority: config.GLITCH_RECORDING_PRIORITY,
-    recordingCpus: recordingCpus(config.GLITCH_RECORDING_CPUS),
+    recordingCpus: config.GLITCH_RECORDING_CPUS,
   };
 }

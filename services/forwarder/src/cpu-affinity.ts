@@ -17,10 +17,8 @@
 // `chrt`), per thread.
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { formatCpuList, parseCpuList, type RecordingCpus } from '@glitch/config';
 import { processThreadIds } from './thread-priority.js';
-
-/** `auto`, `off`, or the recording CPUs. */
-export type RecordingCpus = 'auto' | 'off' | readonly number[];
 
 /** What startForwarder runs: how many relay threads, and (when separated) on which CPUs each side runs. */
 export interface CpuPlan {
@@ -30,32 +28,6 @@ export interface CpuPlan {
   recordingCpus: number[] | null;
   /** Why the sides share CPUs, when they do and separation was asked for. */
   sharedBecause?: string;
-}
-
-/** `0-3,8,10-11` → [0,1,2,3,8,10,11] (sorted, unique); throws on anything else. */
-export function parseCpuList(text: string): number[] {
-  const cpus = new Set<number>();
-  for (const part of text.split(',')) {
-    const m = /^\s*(\d{1,4})\s*(?:-\s*(\d{1,4})\s*)?$/.exec(part);
-    if (!m) throw new TypeError(`not a CPU list: ${JSON.stringify(text)} (e.g. 3 or 2-3 or 0,2)`);
-    const from = Number(m[1]);
-    const to = m[2] === undefined ? from : Number(m[2]);
-    if (to < from) throw new TypeError(`not a CPU list: ${JSON.stringify(text)} (range ${from}-${to} runs backwards)`);
-    for (let c = from; c <= to; c++) cpus.add(c);
-  }
-  return [...cpus].sort((a, b) => a - b);
-}
-
-/** [0,1,2,3,8] → `0-3,8`. */
-export function formatCpuList(cpus: readonly number[]): string {
-  const out: string[] = [];
-  for (let i = 0; i < cpus.length; ) {
-    let j = i;
-    while (j + 1 < cpus.length && cpus[j + 1] === cpus[j]! + 1) j++;
-    out.push(j === i ? String(cpus[i]) : `${cpus[i]}-${cpus[j]}`);
-    i = j + 1;
-  }
-  return out.join(',');
 }
 
 /** The CPUs the calling thread may run on (Linux), or null where that cannot be read. */

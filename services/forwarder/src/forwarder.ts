@@ -10,7 +10,8 @@ import { startInProcess, startWorkerGroup, type RelayGroup } from './relay-group
 import { logTo, noLog } from './relay-log.js';
 import type { RefusalCode } from './relay-context.js';
 import type { RelayThreadOptions } from './relay.js';
-import { allowedCpus, applyCpuPlan, formatCpuList, pinRelayThread, planCpus, type RecordingCpus } from './cpu-affinity.js';
+import { formatCpuList, type RecordingCpus } from '@glitch/config';
+import { allowedCpus, applyCpuPlan, pinRelayThread, planCpus } from './cpu-affinity.js';
 import { gcHelpersShared, lowerThreadsExcept, missingForwarderFlags, OLD_SPACE_FLOOR_MB, type LoweredThreads, type RecordingPriority } from './thread-priority.js';
 import type { UpstreamClientKind } from './upstream.js';
 

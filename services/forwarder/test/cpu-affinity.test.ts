@@ -1,19 +1,9 @@
-// Where recording and relay threads run (cpu-affinity.ts): CPU lists, and the plan
-// startForwarder follows. Applying a plan to real threads is tested with a forwarder process
+// Where recording and relay threads run (cpu-affinity.ts): the plan startForwarder follows
+// (CPU lists themselves are @glitch/config's). Applying a plan to real threads is tested with a forwarder process
 // in test/integration/recording-priority.test.ts.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatCpuList, parseCpuList, planCpus } from '../src/cpu-affinity.js';
-
-test('CPU lists parse and format as taskset and /proc write them', () => {
-  assert.deepEqual(parseCpuList('3'), [3]);
-  assert.deepEqual(parseCpuList('0-3,8,10-11'), [0, 1, 2, 3, 8, 10, 11]);
-  assert.deepEqual(parseCpuList(' 5 , 1-2 ,2'), [1, 2, 5]);
-  assert.equal(formatCpuList([0, 1, 2, 3, 8, 10, 11]), '0-3,8,10-11');
-  assert.equal(formatCpuList([1]), '1');
-  assert.equal(formatCpuList([]), '');
-  for (const bad of ['', 'a', '3-1', '1,,2', '-1', '1-']) assert.throws(() => parseCpuList(bad), /not a CPU list/, bad);
-});
+import { planCpus } from '../src/cpu-affinity.js';
 
 test('auto: the last allowed CPU records, the relay threads get the others (threads 0 = one per relay CPU)', () => {
   assert.deepEqual(planCpus('auto', [0, 1], 0, true, 2), { threads: 1, relayCpus: [0], recordingCpus: [1] });
