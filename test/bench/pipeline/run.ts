@@ -23,7 +23,7 @@
 // (scripts/bench.mjs passes it): its parallel GC helpers otherwise take both cores for ~10 ms
 // every ~0.7 s and stall the forwarder under test. The recording-off forwarder's threads are
 // placed where the recording one placed its own (--off-pin), and the broker, which stands in
-// for machines elsewhere, on the recording CPUs (--broker-cpus). Kafka: a private librdkafka
+// for machines elsewhere, on the recording CPUs (--broker-cpus); the load generator and the upstream where --shared-cpus says. Kafka: a private librdkafka
 // mock (it keeps ~5 MiB per partition, so bursts are sized to fit). Prints a table and writes
 // JSON to test/bench/results/ (gitignored).
 //
@@ -35,6 +35,7 @@
 //   npm run bench:pipeline -- --off-relay=main   (the recording-off forwarder's relay in its main thread)
 //   npm run bench:pipeline -- --off-pin=none   (the recording-off forwarder unpinned, as a forwarder without recorder runs; default same)
 //   npm run bench:pipeline -- --broker-cpus=any   (the broker unpinned; default recording) --broker-priority=idle (SCHED_IDLE)
+//   npm run bench:pipeline -- --shared-cpus=relay   (load generator and upstream on the relay CPUs, off the recording CPU; default any)
 //   npm run bench:pipeline -- --upstream=inproc   (the tests' mock upstream inside this process; default its own process)
 //   npm run bench:pipeline -- --only=latency --variant-flags="--max-semi-space-size=8"   (a fourth target: a second recording forwarder run differently; also --variant-env=K=V,… and --variant-pin=0/1)
 import { execFileSync } from 'node:child_process';
@@ -53,7 +54,8 @@ import { startSensorChild, type SensorChild, type SensorChildConfig } from '../.
 import { addInterrupts, cpuSeconds, interruptCounts, type InterruptCounts } from '../proc.js';
 import { threadCpuList } from '../../support/threads.js';
 import { startBenchUpstream } from '../upstream-process.js';
-import { parseCpuList, type RecordingCpus } from '@glitch/forwarder';
+import { parseCpuList } from '@glitch/config';
+import type { RecordingCpus } from '@glitch/forwarder';
 
 const args = new Map(process.argv.slice(2).map((a) => {
   const kv = a.replace(/^--/, '');
@@ -176,6 +178,18 @@ const OFF_PIN: 'same' | 'none' | { relay: string; other: string } = OFF_PIN_ARG 
 const BROKER_CPUS = args.get('broker-cpus') ?? 'recording';
 if (BROKER_CPUS !== 'recording' && BROKER_CPUS !== 'any' && !/^[0-9][0-9,-]*$/.test(BROKER_CPUS)) {
   console.error(`--broker-cpus must be recording, any or a CPU list such as 1 (got ${BROKER_CPUS})`);
+  process.exit(2);
+}
+/**
+ * `--shared-cpus`: where the processes every target shares run during the latency phase: the
+ * load generator (this process) and the upstream process. They stand in for Claude Code and
+ * the Anthropic API, which run on other machines. `any` (default): wherever the kernel puts
+ * them; `relay`: on the recording forwarder's relay CPUs, which leaves its recording CPUs to
+ * recording and the broker, as on a forwarder host; or a CPU list. Applies to every target alike.
+ */
+const SHARED_CPUS = args.get('shared-cpus') ?? 'any';
+if (SHARED_CPUS !== 'relay' && SHARED_CPUS !== 'any' && !/^[0-9][0-9,-]*$/.test(SHARED_CPUS)) {
+  console.error(`--shared-cpus must be relay, any or a CPU list such as 0 (got ${SHARED_CPUS})`);
   process.exit(2);
 }
 /** Pause after every block (ms), the same for every target (see latencyPhase). */
@@ -328,7 +342,7 @@ interface LatencyReport {
   /** Pooled p50, on over off. */
   recordingOnVsOffP50Pct: number;
   /** CPU lists: the recording forwarder's relay and other threads (as it placed them), what the off forwarder and the broker were pinned to (null: not pinned). */
-  placement: { on: { relay: string; other: string }; off: { relay: string; other: string } | null; broker: string | null } | null;
+  placement: { on: { relay: string; other: string }; off: { relay: string; other: string } | null; broker: string | null; shared: string | null } | null;
   /** Per epoch (one pair of forwarder processes), the goal's measure from that epoch's blocks alone. */
   perEpochAddedOnVsOffPct: number[];
   /** Records of the recording forwarder not yet handed to Kafka when its block ended: median and max. */
@@ -481,7 +495,12 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
       if (offPin !== null) pinThreads(sensors.off!.pid, sensors.off!.relayThreadIds, offPin.relay, offPin.other);
       const brokerCpus = BROKER_CPUS === 'recording' ? onPlaced.other : BROKER_CPUS === 'any' ? null : BROKER_CPUS;
       if (brokerCpus !== null) pinThreads(s.mock.pid, [], brokerCpus, brokerCpus);
-      if (epoch === 0) placement = { on: onPlaced, off: offPin, broker: brokerCpus };
+      const sharedCpus = SHARED_CPUS === 'relay' ? onPlaced.relay : SHARED_CPUS === 'any' ? null : SHARED_CPUS;
+      if (sharedCpus !== null) {
+        pinThreads(process.pid, [], sharedCpus, sharedCpus);
+        if (s.up.pid !== null) pinThreads(s.up.pid, [], sharedCpus, sharedCpus);
+      }
+      if (epoch === 0) placement = { on: onPlaced, off: offPin, broker: brokerCpus, shared: sharedCpus };
       if (VARIANT) {
         const v = (sensors.variant = await startSensorChild(s.sensorConfig(true, topic), 30_000, { nodeFlags: VARIANT.nodeFlags, env: VARIANT.env }));
         if (VARIANT.pin) pinThreads(v.pid, v.relayThreadIds, VARIANT.pin.relay, VARIANT.pin.other);
@@ -626,7 +645,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   console.log(`CPU per measured request (µs, until recording caught up): forwarder recording off ${cpuPerRequestUs.sensorOff.toFixed(0)} (relay thread ${cpuPerRequestUs.sensorOffRelay.toFixed(0)}), recording on ${cpuPerRequestUs.sensorOn.toFixed(0)} (${threads(cpuPerRequestUs.sensorOnThreads)})${cpuPerRequestUs.sensorVariantThreads ? `, variant (${threads(cpuPerRequestUs.sensorVariantThreads)})` : ''}, Kafka broker ${cpuPerRequestUs.broker.toFixed(0)}`);
   if (placement !== null) {
     const pl = placement;
-    console.log(`placement (CPU lists): recording forwarder relay ${pl.on.relay}, its other threads ${pl.on.other}; recording-off forwarder ${pl.off === null ? 'unpinned' : `relay ${pl.off.relay}, other threads ${pl.off.other}`}; Kafka broker ${pl.broker ?? 'unpinned'}`);
+    console.log(`placement (CPU lists): recording forwarder relay ${pl.on.relay}, its other threads ${pl.on.other}; recording-off forwarder ${pl.off === null ? 'unpinned' : `relay ${pl.off.relay}, other threads ${pl.off.other}`}; Kafka broker ${pl.broker ?? 'unpinned'}; load generator and upstream ${pl.shared ?? 'unpinned'}`);
   }
   const shared = report.sharedCpuPerRequestUs;
   console.log(
@@ -739,6 +758,10 @@ async function main(): Promise<void> {
       if (BROKER_PRIORITY === 'idle') setSchedulingPolicy(mock.pid, 'normal');
       const every = `0-${cpus().length - 1}`;
       if (BROKER_CPUS !== 'any') pinThreads(mock.pid, [], every, every);
+      if (SHARED_CPUS !== 'any') {
+        pinThreads(process.pid, [], every, every);
+        if (up.pid !== null) pinThreads(up.pid, [], every, every);
+      }
     }
     if (ONLY !== 'latency') throughput = await throughputPhase(setup);
   } finally {
@@ -755,7 +778,7 @@ async function main(): Promise<void> {
       {
         at: new Date().toISOString(),
         machine: { cores: cpus().length, node: process.version },
-        config: { brokerCpus: BROKER_CPUS, offPin: OFF_PIN_ARG, recordingCpus: RECORDING_CPUS_ARG, upstream: UPSTREAM, variant: VARIANT, epochs: EPOCHS, controlAA: CONTROL_AA, offRelay: OFF_RELAY, brokerPriority: BROKER_PRIORITY, gapMs: GAP_MS, recordingPriority: PRIORITY, blocks: BLOCKS, blockRequests: BLOCK_REQUESTS, concurrency: CONCURRENCY, rate: RATE, bodyBytes: BODY_BYTES, threads: THREADS, singleThreadedGc: SINGLE_THREADED_GC, kafka: `librdkafka mock ${mock.version}`, clickhouse: 'chDB (ingest child process)' },
+        config: { brokerCpus: BROKER_CPUS, sharedCpus: SHARED_CPUS, offPin: OFF_PIN_ARG, recordingCpus: RECORDING_CPUS_ARG, upstream: UPSTREAM, variant: VARIANT, epochs: EPOCHS, controlAA: CONTROL_AA, offRelay: OFF_RELAY, brokerPriority: BROKER_PRIORITY, gapMs: GAP_MS, recordingPriority: PRIORITY, blocks: BLOCKS, blockRequests: BLOCK_REQUESTS, concurrency: CONCURRENCY, rate: RATE, bodyBytes: BODY_BYTES, threads: THREADS, singleThreadedGc: SINGLE_THREADED_GC, kafka: `librdkafka mock ${mock.version}`, clickhouse: 'chDB (ingest child process)' },
         latency,
         throughput,
       },
