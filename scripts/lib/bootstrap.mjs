@@ -52,6 +52,9 @@ function manifestFingerprint() {
     for (const name of readdirSync(dir).sort()) files.push(join(group, name, 'package.json'));
   }
   files.push('infra/local/package.json', 'test/package.json');
+  // Patched dependencies (pnpm-workspace.yaml patchedDependencies): a changed patch reinstalls.
+  const patches = join(root, 'patches');
+  if (existsSync(patches)) for (const name of readdirSync(patches).sort()) files.push(join('patches', name));
   for (const f of files) {
     const p = join(root, f);
     h.update(f);
