@@ -35,12 +35,13 @@
 //   npm run bench:pipeline -- --off-relay=main   (the recording-off forwarder's relay in its main thread)
 //   npm run bench:pipeline -- --off-pin=none   (the recording-off forwarder unpinned, as a forwarder without recorder runs; default same)
 //   npm run bench:pipeline -- --broker-cpus=any   (the broker unpinned; default recording) --broker-priority=idle (SCHED_IDLE)
+//   npm run bench:pipeline -- --block-log=/tmp/blocks.txt   (each block's target and CLOCK_MONOTONIC span, to split a perf sched trace)
 //   npm run bench:pipeline -- --shared-cpus=relay   (load generator and upstream on the relay CPUs, off the recording CPU; default any)
 //   npm run bench:pipeline -- --upstream=inproc   (the tests' mock upstream inside this process; default its own process)
 //   npm run bench:pipeline -- --only=latency --variant-flags="--max-semi-space-size=8"   (a fourth target: a second recording forwarder run differently; also --variant-env=K=V,… and --variant-pin=0/1)
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -192,6 +193,12 @@ if (SHARED_CPUS !== 'relay' && SHARED_CPUS !== 'any' && !/^[0-9][0-9,-]*$/.test(
   console.error(`--shared-cpus must be relay, any or a CPU list such as 0 (got ${SHARED_CPUS})`);
   process.exit(2);
 }
+/**
+ * `--block-log=FILE`: appends one line per measured block, `<target> <start> <end> <epoch>`
+ * (CLOCK_MONOTONIC ns, as `perf record -k CLOCK_MONOTONIC` stamps events), so a trace taken
+ * alongside (perf sched) can be split by target.
+ */
+const BLOCK_LOG = args.get('block-log');
 /** Pause after every block (ms), the same for every target (see latencyPhase). */
 const GAP_MS = num('gap', 50);
 /** `--only=latency` or `--only=throughput` runs one phase (default both). */
@@ -345,6 +352,8 @@ interface LatencyReport {
   placement: { on: { relay: string; other: string }; off: { relay: string; other: string } | null; broker: string | null; shared: string | null } | null;
   /** Per epoch (one pair of forwarder processes), the goal's measure from that epoch's blocks alone. */
   perEpochAddedOnVsOffPct: number[];
+  /** The same by start order (even epochs start the recording-off forwarder first): the mean over those epochs. */
+  byStartOrder: { offFirst: number; onFirst: number };
   /** Records of the recording forwarder not yet handed to Kafka when its block ended: median and max. */
   backlogAtBlockEnd: { median: number; max: number };
   /** Per turn (the two forwarders' blocks within the same few seconds), mean on over off, and their median. */
@@ -404,6 +413,10 @@ const BOOTSTRAP = 4000;
  * 5th and 95th percentile of `measure` over resamplings of the data: epochs (forwarder
  * process pairs) with replacement, then turns within each picked epoch with replacement.
  * Every block has the same number of requests, so a pooled mean is the mean of block means.
+ * Epochs are resampled within their start order (even epochs start the recording-off
+ * forwarder first, odd ones the recording one): the design balances that order, and the
+ * process started first is often the slower one, so resampling across orders would count
+ * an imbalance the design does not have.
  */
 function bootstrap90(epochs: Partial<Record<Target, number[]>>[], measure: (m: (t: Target) => number) => number): [number, number] {
   const out: number[] = [];
@@ -416,10 +429,12 @@ function bootstrap90(epochs: Partial<Record<Target, number[]>>[], measure: (m: (
     return (seed >>> 0) / 2 ** 32;
   };
   const pick = (n: number) => Math.floor(rand() * n);
+  const byOrder = [epochs.filter((_, i) => i % 2 === 0), epochs.filter((_, i) => i % 2 === 1)];
   for (let b = 0; b < BOOTSTRAP; b++) {
     const picks: { epoch: Partial<Record<Target, number[]>>; turn: number }[] = [];
     for (let e = 0; e < epochs.length; e++) {
-      const epoch = epochs[pick(epochs.length)]!;
+      const stratum = byOrder[e % 2]!;
+      const epoch = stratum[pick(stratum.length)]!;
       const n = epoch.direct!.length;
       for (let i = 0; i < n; i++) picks.push({ epoch, turn: pick(n) });
     }
@@ -501,6 +516,10 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
         if (s.up.pid !== null) pinThreads(s.up.pid, [], sharedCpus, sharedCpus);
       }
       if (epoch === 0) placement = { on: onPlaced, off: offPin, broker: brokerCpus, shared: sharedCpus };
+      if (BLOCK_LOG !== undefined) {
+        const procs = (['off', 'on'] as const).map((t) => `${t}=${sensors[t]!.pid}:${sensors[t]!.relayThreadIds.join(',')}`);
+        appendFileSync(BLOCK_LOG, `# epoch ${epoch} ${procs.join(' ')} loadgen=${process.pid} upstream=${s.up.pid ?? process.pid} broker=${s.mock.pid}\n`);
+      }
       if (VARIANT) {
         const v = (sensors.variant = await startSensorChild(s.sensorConfig(true, topic), 30_000, { nodeFlags: VARIANT.nodeFlags, env: VARIANT.env }));
         if (VARIANT.pin) pinThreads(v.pid, v.relayThreadIds, VARIANT.pin.relay, VARIANT.pin.other);
@@ -530,7 +549,9 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
           const irq0 = interruptCounts();
           const self0 = process.cpuUsage();
           const up0 = upstreamCpu();
+          const blockStart = process.hrtime.bigint();
           const r = await load(urlOf(t), keyOf(t), BLOCK_REQUESTS, CONCURRENCY, s.body, RATE, agents[t]);
+          if (BLOCK_LOG !== undefined) appendFileSync(BLOCK_LOG, `${t} ${blockStart} ${process.hrtime.bigint()} ${epoch}\n`);
           const self1 = process.cpuUsage(self0);
           sharedCpu[t]!.loadGenerator += (self1.user + self1.system) / 1e6;
           sharedCpu[t]!.upstream += upstreamCpu() - up0;
@@ -587,6 +608,10 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     p50: addedVsOffPct(P(k).p50, P('off').p50, P('direct').p50),
     ci90: bootstrap90(blockMeans, (m) => addedVsOffPct(m(k), m('off'), m('direct'))),
   });
+  const perEpoch = blockMeans.map((e) => {
+    const m = (t: Target) => e[t]!.reduce((a, b) => a + b, 0) / e[t]!.length;
+    return addedVsOffPct(m('on'), m('off'), m('direct'));
+  });
   const report: LatencyReport = {
     blocks: BLOCKS,
     blockRequests: BLOCK_REQUESTS,
@@ -609,10 +634,11 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     recordingOnVsOffPct: ((P('on').mean - P('off').mean) / P('off').mean) * 100,
     recordingOnVsOffP50Pct: ((P('on').p50 - P('off').p50) / P('off').p50) * 100,
     perTurnOnVsOffPct: { median: median(turns), turns },
-    perEpochAddedOnVsOffPct: blockMeans.map((e) => {
-      const m = (t: Target) => e[t]!.reduce((a, b) => a + b, 0) / e[t]!.length;
-      return addedVsOffPct(m('on'), m('off'), m('direct'));
-    }),
+    perEpochAddedOnVsOffPct: perEpoch,
+    byStartOrder: (() => {
+      const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+      return { offFirst: mean(perEpoch.filter((_, i) => i % 2 === 0)), onFirst: mean(perEpoch.filter((_, i) => i % 2 === 1)) };
+    })(),
     backlogAtBlockEnd: { median: median(backlog), max: Math.max(...backlog) },
     cpuPerRequestUs,
     placement,
@@ -663,6 +689,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     console.log(`variant (${v.describe}) vs off, the forwarder's added latency: mean ${signed(v.addedVsOffPct.mean)} (${ci(v.addedVsOffPct.ci90)}), p50 ${signed(v.addedVsOffPct.p50)}; variant vs on: mean ${signed(v.addedVsOnPct.mean)} of on's added latency (${ci(v.addedVsOnPct.ci90)})`);
   }
   console.log(`recording on vs off, the forwarder's added latency per epoch (fresh processes each): ${report.perEpochAddedOnVsOffPct.map(signed).join(', ')}`);
+  if (report.perEpochAddedOnVsOffPct.length > 1) console.log(`  by start order (mean of those epochs): recording-off forwarder started first ${signed(report.byStartOrder.offFirst)}, recording one first ${signed(report.byStartOrder.onFirst)}`);
   const goal = report.addedOnVsOffPct;
   console.log(`recording on vs off, the forwarder's added latency (pooled mean; p50 ${signed(goal.p50)}): ${signed(goal.mean)} (${ci(goal.ci90)}; goal < 5 %) → ${goal.mean < 5 ? 'OK' : 'OVER GOAL'}${goal.mean < -5 ? ' (recording measured faster than not recording: this run is noise-bound)' : ''}`);
   return report;
