@@ -3,15 +3,20 @@
 // was full) by postMessage. An inbox delivers them strictly in the worker's order, so records
 // of one session keep their order whichever way they came.
 //
-// The poller reads every inbox's ring every POLL_MS while batches flow: a few milliseconds of
+// The poller reads every inbox's ring every POLL_MS while batches flow: some milliseconds of
 // delay in exchange for never waking this thread per exchange (which costs the relay thread,
 // capture-ring.ts). After IDLE_POLLS empty polls it marks the rings asleep and stops; the
 // next batch written wakes it with one message. While urgent (the recorder's room is short,
 // AdmissionSignal.isUrgent) writers wake it for every batch, as a message per batch did.
+//
+// 20 ms, not less: every wake-up of the recording thread costs CPU on the recording core
+// (on the development VM a poll every 2 ms was ~115 µs of its ~670 µs per record at 300
+// records/s, docs/benchmarks.md), and nothing downstream is waiting: the Kafka producer
+// lingers 100 ms anyway. At 20 ms a ring holds a busy relay thread's captures many times over.
 import { CaptureRingReader } from './capture-ring.js';
 
-const POLL_MS = 2;
-const IDLE_POLLS = 50;
+const POLL_MS = 20;
+const IDLE_POLLS = 10; // asleep after 200 ms without a batch
 
 export class CaptureInbox {
   private nextSeq = 0;

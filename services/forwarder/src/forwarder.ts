@@ -12,7 +12,7 @@ import type { RefusalCode } from './relay-context.js';
 import type { RelayThreadOptions } from './relay.js';
 import { formatCpuList, type RecordingCpus } from '@glitch/config';
 import { allowedCpus, applyCpuPlan, pinRelayThread, planCpus } from './cpu-affinity.js';
-import { gcHelpersShared, lowerThreadsExcept, missingForwarderFlags, OLD_SPACE_FLOOR_MB, type LoweredThreads, type RecordingPriority } from './thread-priority.js';
+import { gcHelpersShared, lacksOldSpaceFloor, lowerThreadsExcept, OLD_SPACE_FLOOR_MB, type LoweredThreads, type RecordingPriority } from './thread-priority.js';
 import type { UpstreamClientKind } from './upstream.js';
 
 /**
@@ -274,7 +274,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
       });
     }
   });
-  if (queue.enabled && missingForwarderFlags(process.execArgv).some((f) => f.startsWith('--initial-old-space-size'))) {
+  if (queue.enabled && lacksOldSpaceFloor(process.execArgv)) {
     log('warn', `node runs without --initial-old-space-size=${OLD_SPACE_FLOOR_MB}: the recording thread then runs a full garbage collection every few dozen records, next to the relay threads (the glitch command starts node with the flag; docs/operations.md)`, {});
   }
   const cpuMetric = (): ScalarMetric => ({

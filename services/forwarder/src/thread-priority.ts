@@ -68,6 +68,11 @@ export function missingForwarderFlags(execArgv: readonly string[]): string[] {
   });
 }
 
+/** Whether node runs without the old-space floor (OLD_SPACE_FLOOR_MB), which recording needs. */
+export function lacksOldSpaceFloor(execArgv: readonly string[]): boolean {
+  return missingForwarderFlags(execArgv).includes(`--initial-old-space-size=${OLD_SPACE_FLOOR_MB}`);
+}
+
 /** Kernel policy numbers as in /proc/<pid>/task/<tid>/stat field 41. */
 export const SCHED_OTHER = 0;
 export const SCHED_IDLE = 5;
