@@ -354,6 +354,8 @@ interface LatencyReport {
   perEpochAddedOnVsOffPct: number[];
   /** The same by start order (even epochs start the recording-off forwarder first): the mean over those epochs. */
   byStartOrder: { offFirst: number; onFirst: number };
+  /** Per epoch, each forwarder's added latency (its blocks' mean − direct's, ms). */
+  perEpochAddedMs: { off: number; on: number }[];
   /** Records of the recording forwarder not yet handed to Kafka when its block ended: median and max. */
   backlogAtBlockEnd: { median: number; max: number };
   /** Per turn (the two forwarders' blocks within the same few seconds), mean on over off, and their median. */
@@ -608,10 +610,8 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     p50: addedVsOffPct(P(k).p50, P('off').p50, P('direct').p50),
     ci90: bootstrap90(blockMeans, (m) => addedVsOffPct(m(k), m('off'), m('direct'))),
   });
-  const perEpoch = blockMeans.map((e) => {
-    const m = (t: Target) => e[t]!.reduce((a, b) => a + b, 0) / e[t]!.length;
-    return addedVsOffPct(m('on'), m('off'), m('direct'));
-  });
+  const epochMean = (e: Partial<Record<Target, number[]>>, t: Target) => e[t]!.reduce((a, b) => a + b, 0) / e[t]!.length;
+  const perEpoch = blockMeans.map((e) => addedVsOffPct(epochMean(e, 'on'), epochMean(e, 'off'), epochMean(e, 'direct')));
   const report: LatencyReport = {
     blocks: BLOCKS,
     blockRequests: BLOCK_REQUESTS,
@@ -635,6 +635,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     recordingOnVsOffP50Pct: ((P('on').p50 - P('off').p50) / P('off').p50) * 100,
     perTurnOnVsOffPct: { median: median(turns), turns },
     perEpochAddedOnVsOffPct: perEpoch,
+    perEpochAddedMs: blockMeans.map((e) => ({ off: epochMean(e, 'off') - epochMean(e, 'direct'), on: epochMean(e, 'on') - epochMean(e, 'direct') })),
     byStartOrder: (() => {
       const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
       return { offFirst: mean(perEpoch.filter((_, i) => i % 2 === 0)), onFirst: mean(perEpoch.filter((_, i) => i % 2 === 1)) };
@@ -689,7 +690,13 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     console.log(`variant (${v.describe}) vs off, the forwarder's added latency: mean ${signed(v.addedVsOffPct.mean)} (${ci(v.addedVsOffPct.ci90)}), p50 ${signed(v.addedVsOffPct.p50)}; variant vs on: mean ${signed(v.addedVsOnPct.mean)} of on's added latency (${ci(v.addedVsOnPct.ci90)})`);
   }
   console.log(`recording on vs off, the forwarder's added latency per epoch (fresh processes each): ${report.perEpochAddedOnVsOffPct.map(signed).join(', ')}`);
-  if (report.perEpochAddedOnVsOffPct.length > 1) console.log(`  by start order (mean of those epochs): recording-off forwarder started first ${signed(report.byStartOrder.offFirst)}, recording one first ${signed(report.byStartOrder.onFirst)}`);
+  if (report.perEpochAddedOnVsOffPct.length > 1) {
+    const byOrder = (first: 0 | 1, t: 'off' | 'on') => {
+      const xs = report.perEpochAddedMs.filter((_, i) => i % 2 === first).map((e) => e[t]);
+      return ms(xs.reduce((a, b) => a + b, 0) / xs.length);
+    };
+    console.log(`  by start order (mean of those epochs): recording-off forwarder started first ${signed(report.byStartOrder.offFirst)} (added ms: off ${byOrder(0, 'off')}, on ${byOrder(0, 'on')}), recording one first ${signed(report.byStartOrder.onFirst)} (off ${byOrder(1, 'off')}, on ${byOrder(1, 'on')})`);
+  }
   const goal = report.addedOnVsOffPct;
   console.log(`recording on vs off, the forwarder's added latency (pooled mean; p50 ${signed(goal.p50)}): ${signed(goal.mean)} (${ci(goal.ci90)}; goal < 5 %) → ${goal.mean < 5 ? 'OK' : 'OVER GOAL'}${goal.mean < -5 ? ' (recording measured faster than not recording: this run is noise-bound)' : ''}`);
   return report;
