@@ -114,16 +114,29 @@ if (BROKER_PRIORITY !== 'idle' && BROKER_PRIORITY !== 'normal') {
   console.error(`--broker-priority must be idle or normal (got ${BROKER_PRIORITY})`);
   process.exit(2);
 }
+/** Whether `text` looks like a taskset CPU list (0, 0-1, 0,2). */
+const isCpuList = (text: string) => /^[0-9][0-9,-]*$/.test(text);
+
 /** `--<name>=RELAY_CPUS/OTHER_CPUS` (taskset lists, e.g. 0/1), or null when not given. */
 function cpuPair(name: string): { relay: string; other: string } | null {
   const value = args.get(name);
   if (value === undefined) return null;
   const parts = value.split('/');
-  if (parts.length !== 2 || !parts.every((p) => /^[0-9][0-9,-]*$/.test(p))) {
+  if (parts.length !== 2 || !parts.every(isCpuList)) {
     console.error(`--${name} must be RELAY_CPUS/OTHER_CPUS, e.g. 0/1 (got ${value})`);
     process.exit(2);
   }
   return { relay: parts[0]!, other: parts[1]! };
+}
+
+/** `--<name>`: one of `keywords` or a CPU list (`example` in the error), `fallback` when not given. */
+function placementArg(name: string, fallback: string, keywords: readonly string[], example: string): string {
+  const value = args.get(name) ?? fallback;
+  if (!keywords.includes(value) && !isCpuList(value)) {
+    console.error(`--${name} must be ${keywords.join(', ')} or a CPU list such as ${example} (got ${value})`);
+    process.exit(2);
+  }
+  return value;
 }
 
 /**
@@ -176,11 +189,7 @@ const OFF_PIN: 'same' | 'none' | { relay: string; other: string } = OFF_PIN_ARG 
  * per record). `recording` (default): on the recording forwarder's recording CPUs, the
  * nearest thing to elsewhere here; `any`: wherever the kernel puts it; or a CPU list.
  */
-const BROKER_CPUS = args.get('broker-cpus') ?? 'recording';
-if (BROKER_CPUS !== 'recording' && BROKER_CPUS !== 'any' && !/^[0-9][0-9,-]*$/.test(BROKER_CPUS)) {
-  console.error(`--broker-cpus must be recording, any or a CPU list such as 1 (got ${BROKER_CPUS})`);
-  process.exit(2);
-}
+const BROKER_CPUS = placementArg('broker-cpus', 'recording', ['recording', 'any'], '1');
 /**
  * `--shared-cpus`: where the processes every target shares run during the latency phase: the
  * load generator (this process) and the upstream process. They stand in for Claude Code and
@@ -188,11 +197,7 @@ if (BROKER_CPUS !== 'recording' && BROKER_CPUS !== 'any' && !/^[0-9][0-9,-]*$/.t
  * them; `relay`: on the recording forwarder's relay CPUs, which leaves its recording CPUs to
  * recording and the broker, as on a forwarder host; or a CPU list. Applies to every target alike.
  */
-const SHARED_CPUS = args.get('shared-cpus') ?? 'any';
-if (SHARED_CPUS !== 'relay' && SHARED_CPUS !== 'any' && !/^[0-9][0-9,-]*$/.test(SHARED_CPUS)) {
-  console.error(`--shared-cpus must be relay, any or a CPU list such as 0 (got ${SHARED_CPUS})`);
-  process.exit(2);
-}
+const SHARED_CPUS = placementArg('shared-cpus', 'any', ['relay', 'any'], '0');
 /**
  * `--block-log=FILE`: appends one line per measured block, `<target> <start> <end> <epoch>`
  * (CLOCK_MONOTONIC ns, as `perf record -k CLOCK_MONOTONIC` stamps events), so a trace taken
@@ -304,11 +309,12 @@ async function load(url: string, key: string | null, requests: number, concurren
 
 function summarize(target: string, r: { latencies: number[]; seconds: number }): LatencyResult {
   const sorted = [...r.latencies].sort((a, b) => a - b);
-  const mean = sorted.reduce((a, b) => a + b, 0) / sorted.length;
+  const mean = meanOf(sorted);
   return { target, requests: sorted.length, seconds: r.seconds, rps: sorted.length / r.seconds, p10: percentile(sorted, 10), p25: percentile(sorted, 25), p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), mean };
 }
 
 const ms = (n: number) => n.toFixed(3);
+const meanOf = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 interface Setup {
   mock: Awaited<ReturnType<typeof privateKafkaMock>>;
@@ -562,7 +568,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
           errors += r.errors;
           samples[t]!.push(...r.latencies);
           seconds[t]! += r.seconds;
-          turnMeans[t] = r.latencies.reduce((a, b) => a + b, 0) / r.latencies.length;
+          turnMeans[t] = meanOf(r.latencies);
           means[t]!.push(turnMeans[t]);
           if (t === 'on') {
             // How far recording trailed its block (records not yet handed to Kafka): near zero
@@ -610,7 +616,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     p50: addedVsOffPct(P(k).p50, P('off').p50, P('direct').p50),
     ci90: bootstrap90(blockMeans, (m) => addedVsOffPct(m(k), m('off'), m('direct'))),
   });
-  const epochMean = (e: Partial<Record<Target, number[]>>, t: Target) => e[t]!.reduce((a, b) => a + b, 0) / e[t]!.length;
+  const epochMean = (e: Partial<Record<Target, number[]>>, t: Target) => meanOf(e[t]!);
   const perEpoch = blockMeans.map((e) => addedVsOffPct(epochMean(e, 'on'), epochMean(e, 'off'), epochMean(e, 'direct')));
   const report: LatencyReport = {
     blocks: BLOCKS,
@@ -636,10 +642,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     perTurnOnVsOffPct: { median: median(turns), turns },
     perEpochAddedOnVsOffPct: perEpoch,
     perEpochAddedMs: blockMeans.map((e) => ({ off: epochMean(e, 'off') - epochMean(e, 'direct'), on: epochMean(e, 'on') - epochMean(e, 'direct') })),
-    byStartOrder: (() => {
-      const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-      return { offFirst: mean(perEpoch.filter((_, i) => i % 2 === 0)), onFirst: mean(perEpoch.filter((_, i) => i % 2 === 1)) };
-    })(),
+    byStartOrder: { offFirst: meanOf(perEpoch.filter((_, i) => i % 2 === 0)), onFirst: meanOf(perEpoch.filter((_, i) => i % 2 === 1)) },
     backlogAtBlockEnd: { median: median(backlog), max: Math.max(...backlog) },
     cpuPerRequestUs,
     placement,
@@ -691,10 +694,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   }
   console.log(`recording on vs off, the forwarder's added latency per epoch (fresh processes each): ${report.perEpochAddedOnVsOffPct.map(signed).join(', ')}`);
   if (report.perEpochAddedOnVsOffPct.length > 1) {
-    const byOrder = (first: 0 | 1, t: 'off' | 'on') => {
-      const xs = report.perEpochAddedMs.filter((_, i) => i % 2 === first).map((e) => e[t]);
-      return ms(xs.reduce((a, b) => a + b, 0) / xs.length);
-    };
+    const byOrder = (first: 0 | 1, t: 'off' | 'on') => ms(meanOf(report.perEpochAddedMs.filter((_, i) => i % 2 === first).map((e) => e[t])));
     console.log(`  by start order (mean of those epochs): recording-off forwarder started first ${signed(report.byStartOrder.offFirst)} (added ms: off ${byOrder(0, 'off')}, on ${byOrder(0, 'on')}), recording one first ${signed(report.byStartOrder.onFirst)} (off ${byOrder(1, 'off')}, on ${byOrder(1, 'on')})`);
   }
   const goal = report.addedOnVsOffPct;
