@@ -88,10 +88,12 @@ test('forwarder killed with records in its spool replays them on restart: all la
     second = await startSensorChild(config);
     await talk(second, 2); // new records must come after the replayed ones
     const s2 = second;
+    // Its own records reach the recorder some milliseconds after their answers (the capture
+    // ring is read every 20 ms), so wait for them as well as for the spool.
     await waitFor(async () => {
       const s = await s2.stats();
-      return s.mode === 'direct' && s.queued === 0;
-    }, 60_000, 'the restarted forwarder to drain its spool', () => s2.output().slice(-2000));
+      return s.mode === 'direct' && s.queued === 0 && s.replayed + s.published >= before.spooled + 8;
+    }, 60_000, 'the restarted forwarder to drain its spool and publish its own records', () => s2.output().slice(-2000));
     const after = await second.stats();
     t.diagnostic(`after the restart: ${after.replayed} replayed from the spool, ${after.published} published directly`);
     // Its own 8 records arrived while it was still replaying, so they queued behind the spool.

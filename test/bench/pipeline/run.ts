@@ -38,7 +38,7 @@
 //   npm run bench:pipeline -- --block-log=/tmp/blocks.txt   (each block's target and CLOCK_MONOTONIC span, to split a perf sched trace)
 //   npm run bench:pipeline -- --shared-cpus=relay   (load generator and upstream on the relay CPUs, off the recording CPU; default any)
 //   npm run bench:pipeline -- --upstream=inproc   (the tests' mock upstream inside this process; default its own process)
-//   npm run bench:pipeline -- --only=latency --variant-flags="--max-semi-space-size=8"   (a fourth target: a second recording forwarder run differently; also --variant-env=K=V,… and --variant-pin=0/1)
+//   npm run bench:pipeline -- --only=latency --variant-flags="--max-semi-space-size=8"   (a fourth target: a second recording forwarder run differently; also --variant-env=K=V,…, --variant-config='{"recordingPriority":"normal"}' and --variant-pin=0/1)
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
@@ -142,15 +142,26 @@ function placementArg(name: string, fallback: string, keywords: readonly string[
 /**
  * A fourth target for comparisons within one run (the machine's moods make comparisons
  * across runs unreliable): a second recording forwarder started with `--variant-flags`
- * (node flags, space-separated) and/or `--variant-env` (K=V,K2=V2), and/or with its threads
+ * (node flags, space-separated) and/or `--variant-env` (K=V,K2=V2) and/or `--variant-config`
+ * (JSON merged into its SensorChildConfig, e.g. '{"recordingPriority":"normal"}'), and/or with its threads
  * pinned by `--variant-pin=RELAY/OTHER` (CPU lists for taskset, e.g. 0/1). Reported against
  * recording off and against the plain recording forwarder.
  */
-const VARIANT: { nodeFlags: string[]; env: Record<string, string>; pin: { relay: string; other: string } | null; describe: string } | null = (() => {
+const VARIANT: { nodeFlags: string[]; env: Record<string, string>; config: Partial<SensorChildConfig>; pin: { relay: string; other: string } | null; describe: string } | null = (() => {
   const flags = args.get('variant-flags');
   const env = args.get('variant-env');
+  const configJson = args.get('variant-config');
   const pin = args.get('variant-pin');
-  if (flags === undefined && env === undefined && pin === undefined) return null;
+  if (flags === undefined && env === undefined && configJson === undefined && pin === undefined) return null;
+  let config: Partial<SensorChildConfig> = {};
+  try {
+    const parsed: unknown = JSON.parse(configJson ?? '{}');
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
+    config = parsed as Partial<SensorChildConfig>;
+  } catch {
+    console.error(`--variant-config must be a JSON object of sensor options, e.g. '{"recordingPriority":"normal"}' (got ${configJson})`);
+    process.exit(2);
+  }
   const envPairs = (env ?? '').split(',').filter((kv) => kv !== '').map((kv) => kv.split('=') as [string, string]);
   if (envPairs.some((kv) => kv.length !== 2 || kv[0] === '')) {
     console.error(`--variant-env must be K=V,K2=V2 (got ${env})`);
@@ -159,8 +170,9 @@ const VARIANT: { nodeFlags: string[]; env: Record<string, string>; pin: { relay:
   return {
     nodeFlags: (flags ?? '').split(' ').filter((f) => f !== ''),
     env: Object.fromEntries(envPairs),
+    config,
     pin: cpuPair('variant-pin'),
-    describe: [flags && `flags ${flags}`, env && `env ${env}`, pin && `pinned relay/other ${pin}`].filter(Boolean).join(', '),
+    describe: [flags && `flags ${flags}`, env && `env ${env}`, configJson && `config ${configJson}`, pin && `pinned relay/other ${pin}`].filter(Boolean).join(', '),
   };
 })();
 /** Recording forwarders' GLITCH_RECORDING_CPUS (`auto`, as the services run, `off`, or a CPU list). */
@@ -524,13 +536,14 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
         if (s.up.pid !== null) pinThreads(s.up.pid, [], sharedCpus, sharedCpus);
       }
       if (epoch === 0) placement = { on: onPlaced, off: offPin, broker: brokerCpus, shared: sharedCpus };
-      if (BLOCK_LOG !== undefined) {
-        const procs = (['off', 'on'] as const).map((t) => `${t}=${sensors[t]!.pid}:${sensors[t]!.relayThreadIds.join(',')}`);
-        appendFileSync(BLOCK_LOG, `# epoch ${epoch} ${procs.join(' ')} loadgen=${process.pid} upstream=${s.up.pid ?? process.pid} broker=${s.mock.pid}\n`);
-      }
       if (VARIANT) {
-        const v = (sensors.variant = await startSensorChild(s.sensorConfig(true, topic), 30_000, { nodeFlags: VARIANT.nodeFlags, env: VARIANT.env }));
+        const v = (sensors.variant = await startSensorChild({ ...s.sensorConfig(true, topic), ...VARIANT.config }, 30_000, { nodeFlags: VARIANT.nodeFlags, env: VARIANT.env }));
         if (VARIANT.pin) pinThreads(v.pid, v.relayThreadIds, VARIANT.pin.relay, VARIANT.pin.other);
+      }
+      if (BLOCK_LOG !== undefined) {
+        const forwarders = (['off', 'on', 'variant'] as const).filter((t) => sensors[t] !== undefined);
+        const procs = forwarders.map((t) => `${t}=${sensors[t]!.pid}:${sensors[t]!.relayThreadIds.join(',')}`);
+        appendFileSync(BLOCK_LOG, `# epoch ${epoch} ${procs.join(' ')} loadgen=${process.pid} upstream=${s.up.pid ?? process.pid} broker=${s.mock.pid}\n`);
       }
       const sensorOf = (t: Exclude<Target, 'direct'>): SensorChild => sensors[t]!;
       const urlOf = (t: Target) => (t === 'direct' ? s.up.url : sensorOf(t).url);
