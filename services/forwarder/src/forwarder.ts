@@ -136,11 +136,11 @@ export interface RunningForwarder {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** `2 threads` or `1 thread, recording on CPU 1`, for start-up lines. */
+/** `2 threads`, `1 thread, recording on CPU 1` or `4 threads, recording on CPUs 6-7` (a CPU list as taskset writes it), for start-up lines. */
 export function describeThreads(forwarder: Pick<RunningForwarder, 'threads' | 'recordingCpus'>): string {
   const t = forwarder.threads;
   const cpus = forwarder.recordingCpus;
-  return `${t} thread${t === 1 ? '' : 's'}${cpus === null ? '' : `, recording on CPU${cpus.length === 1 ? '' : 's'} ${cpus.join(',')}`}`;
+  return `${t} thread${t === 1 ? '' : 's'}${cpus === null ? '' : `, recording on CPU${cpus.length === 1 ? '' : 's'} ${formatCpuList(cpus)}`}`;
 }
 
 interface Resolved {

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { planCpus } from '../src/cpu-affinity.js';
+import { describeThreads } from '../src/forwarder.js';
 
 test('auto: the last allowed CPU records, the relay threads get the others (threads 0 = one per relay CPU)', () => {
   assert.deepEqual(planCpus('auto', [0, 1], 0, true, 2), { threads: 1, relayCpus: [0], recordingCpus: [1] });
@@ -33,4 +34,11 @@ test('a CPU list names the recording CPUs; a list that cannot work is an error, 
   assert.throws(() => planCpus([7], [0, 1, 2, 3], 0, true, 4), /recording CPUs 7 are not among the CPUs this process may use \(0-3\)/);
   assert.throws(() => planCpus([0, 1], [0, 1], 0, true, 2), /leave no CPU for the relay threads/);
   assert.throws(() => planCpus([3], [0, 1, 2, 3], 4, true, 4), /4 relay threads do not fit on the 3 CPUs/);
+});
+
+test('start-up lines name the recording CPUs as a CPU list, as taskset and GLITCH_RECORDING_CPUS write them', () => {
+  assert.equal(describeThreads({ threads: 2, recordingCpus: null }), '2 threads');
+  assert.equal(describeThreads({ threads: 1, recordingCpus: [1] }), '1 thread, recording on CPU 1');
+  assert.equal(describeThreads({ threads: 4, recordingCpus: [6, 7] }), '4 threads, recording on CPUs 6-7');
+  assert.equal(describeThreads({ threads: 3, recordingCpus: [2, 5, 6, 7] }), '3 threads, recording on CPUs 2,5-7');
 });
