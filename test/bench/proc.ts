@@ -15,6 +15,29 @@ export function cpuSeconds(pid: number, tid?: number): number {
   }
 }
 
+/** What a thread has done so far besides using CPU: minor page faults, and context switches, voluntary (it waited) or not (it was preempted). */
+export interface ThreadCounters {
+  minorFaults: number;
+  voluntarySwitches: number;
+  involuntarySwitches: number;
+}
+
+/** A thread's ThreadCounters so far; zeros once it is gone. */
+export function threadCounters(pid: number, tid: number): ThreadCounters {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+    return {
+      minorFaults: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]),
+      voluntarySwitches: field('voluntary_ctxt_switches'),
+      involuntarySwitches: field('nonvoluntary_ctxt_switches'),
+    };
+  } catch {
+    return { minorFaults: 0, voluntarySwitches: 0, involuntarySwitches: 0 };
+  }
+}
+
 /** The interrupts the benches count, by their /proc/interrupts names. */
 const INTERRUPTS = { TLB: 'tlb', RES: 'resched', CAL: 'call', LOC: 'timer' } as const;
 export type InterruptKind = (typeof INTERRUPTS)[keyof typeof INTERRUPTS];

@@ -29,6 +29,7 @@
 //
 //   npm run bench:pipeline -- --blocks=60 --epochs=6 --block=300 --concurrency=16 --body=16384 --threads=1
 //   npm run bench:pipeline -- --only=latency   (or --only=throughput: one phase)
+//   npm run bench:pipeline -- --only=latency --warmup=300   (requests per target before an epoch's blocks; default 8000)
 //   npm run bench:pipeline -- --recording-priority=normal   (default idle, as the services run)
 //   npm run bench:pipeline -- --recording-cpus=off   (recording forwarders without CPUs of their own; default auto, as the services run)
 //   npm run bench:pipeline -- --only=latency --control=aa   (A/A: neither forwarder records; checks the bench's bias)
@@ -52,7 +53,7 @@ import { reply, startMockUpstream } from '../../support/mock-upstream.js';
 import { pipelineTopics, messageBody, waitFor } from '../../support/pipeline.js';
 import { startIngestChild } from '../../support/pipeline-ingest.js';
 import { startSensorChild, type SensorChild, type SensorChildConfig } from '../../support/pipeline-sensor.js';
-import { addInterrupts, cpuSeconds, interruptCounts, type InterruptCounts } from '../proc.js';
+import { addInterrupts, cpuSeconds, interruptCounts, threadCounters, type InterruptCounts, type ThreadCounters } from '../proc.js';
 import { threadCpuList } from '../../support/threads.js';
 import { startBenchUpstream } from '../upstream-process.js';
 import { parseCpuList } from '@glitch/config';
@@ -218,6 +219,13 @@ const SHARED_CPUS = placementArg('shared-cpus', 'any', ['relay', 'any'], '0');
 const BLOCK_LOG = args.get('block-log');
 /** Pause after every block (ms), the same for every target (see latencyPhase). */
 const GAP_MS = num('gap', 50);
+/**
+ * Requests per target (at once, 16 at a time) before each epoch's measured blocks. A
+ * production forwarder has run for hours: with 300, most of a request's functions were still
+ * unoptimized when measuring began (--trace-opt), and that measured V8's warm-up, which
+ * recording lengthens (docs/benchmarks.md, 2026-12-05 late).
+ */
+const WARMUP_REQUESTS = num('warmup', 8000);
 /** `--only=latency` or `--only=throughput` runs one phase (default both). */
 const ONLY = args.get('only');
 if (ONLY !== undefined && ONLY !== 'latency' && ONLY !== 'throughput') {
@@ -391,6 +399,8 @@ interface LatencyReport {
    * each sensor process (the recording ones by thread role), and the broker.
    */
   cpuPerRequestUs: { sensorOff: number; sensorOn: number; broker: number; sensorOffRelay: number; sensorOnThreads: ThreadCpu; sensorVariantThreads?: ThreadCpu };
+  /** Per measured request, over the same span: the forwarders' relay threads' minor page faults and context switches (voluntary: it waited for work; involuntary: preempted). */
+  relayCountersPerRequest: Partial<Record<Recording | 'off', ThreadCounters>>;
   /**
    * CPU per request of the processes every target shares, during each target's blocks: the
    * load generator (this process) and the upstream (null in-process). Work that only gets
@@ -405,6 +415,18 @@ interface ThreadCpu {
   relay: number;
   main: number;
   other: number;
+}
+
+/** A sensor's relay threads' ThreadCounters so far, summed. */
+function relayThreadCounters(sensor: SensorChild): ThreadCounters {
+  const sum: ThreadCounters = { minorFaults: 0, voluntarySwitches: 0, involuntarySwitches: 0 };
+  for (const tid of sensor.relayThreadIds) {
+    const c = threadCounters(sensor.pid, tid);
+    sum.minorFaults += c.minorFaults;
+    sum.voluntarySwitches += c.voluntarySwitches;
+    sum.involuntarySwitches += c.involuntarySwitches;
+  }
+  return sum;
 }
 
 /** A sensor's CPU so far by thread role: relay threads, the main thread (recording), and the rest (libuv pool, V8 helpers, loader). */
@@ -514,6 +536,13 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     into.main += a.main - b.main;
     into.other += a.other - b.other;
   };
+  const noCounters = (): ThreadCounters => ({ minorFaults: 0, voluntarySwitches: 0, involuntarySwitches: 0 });
+  const relayCounters = { off: noCounters(), on: noCounters(), variant: noCounters() };
+  const addCounters = (into: ThreadCounters, a: ThreadCounters, b: ThreadCounters) => {
+    into.minorFaults += a.minorFaults - b.minorFaults;
+    into.voluntarySwitches += a.voluntarySwitches - b.voluntarySwitches;
+    into.involuntarySwitches += a.involuntarySwitches - b.involuntarySwitches;
+  };
   let errors = 0;
   const recorded = { captured: 0, published: 0, spooled: 0, dropped: {} as Record<string, number> };
   let turn = 0;
@@ -566,12 +595,21 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
         for (const r of recordingTargets) await waitFor(async () => (await sensorOf(r).stats()).queued === 0, 60_000, 'recording to catch up');
         await new Promise((r) => setTimeout(r, GAP_MS));
       };
-      // Warm up every path (JIT, pools, keep-alive connections, Kafka producer connection).
-      for (const t of targets) await load(urlOf(t), keyOf(t), 300, CONCURRENCY, s.body, 0, agents[t]);
+      // Warm up every path (JIT, pools, keep-alive connections, Kafka producer connection)
+      // until V8 has optimized what a request runs: a burst of --warmup requests per target,
+      // then one paced block each, unmeasured, so that paths only a pause after a block takes
+      // (the recording thread gone to sleep, woken by the next capture) have run too. Code
+      // first run after optimizing is deoptimized there and runs unoptimized for a while.
+      for (const t of targets) await load(urlOf(t), keyOf(t), WARMUP_REQUESTS, CONCURRENCY, s.body, 0, agents[t]);
       await settle();
+      for (const t of targets) {
+        await load(urlOf(t), keyOf(t), BLOCK_REQUESTS, CONCURRENCY, s.body, RATE, agents[t]);
+        await settle();
+      }
       // CPU from here until recording has caught up after the last block: at idle priority
       // recording may finish after its block, and it still costs what it costs.
       const cpu0 = { off: sensorCpu(sensorOf('off')), on: sensorCpu(sensorOf('on')), variant: VARIANT ? sensorCpu(sensorOf('variant')) : zero(), broker: cpuSeconds(s.mock.pid) };
+      const counters0 = { off: relayThreadCounters(sensorOf('off')), on: relayThreadCounters(sensorOf('on')), variant: VARIANT ? relayThreadCounters(sensorOf('variant')) : noCounters() };
       for (let i = 0; i < epochTurns; i++, turn++) {
         const turnMeans: Partial<Record<Target, number>> = {};
         for (const t of orders[turn % orders.length]!) {
@@ -604,6 +642,9 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
       add(cpu.off, sensorCpu(sensorOf('off')), cpu0.off);
       add(cpu.on, sensorCpu(sensorOf('on')), cpu0.on);
       if (VARIANT) add(cpu.variant, sensorCpu(sensorOf('variant')), cpu0.variant);
+      addCounters(relayCounters.off, relayThreadCounters(sensorOf('off')), counters0.off);
+      addCounters(relayCounters.on, relayThreadCounters(sensorOf('on')), counters0.on);
+      if (VARIANT) addCounters(relayCounters.variant, relayThreadCounters(sensorOf('variant')), counters0.variant);
       cpu.broker += cpuSeconds(s.mock.pid) - cpu0.broker;
       const st = await sensorOf('on').stats();
       recorded.captured += st.captured;
@@ -667,6 +708,13 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     byStartOrder: { offFirst: meanOf(offFirstPct), onFirst: meanOf(onFirstPct) },
     backlogAtBlockEnd: { median: median(backlog), max: Math.max(...backlog) },
     cpuPerRequestUs,
+    relayCountersPerRequest: Object.fromEntries(
+      (['off', 'on', ...(VARIANT ? (['variant'] as const) : [])] as const).map((t) => {
+        const c = relayCounters[t];
+        const n = BLOCKS * BLOCK_REQUESTS;
+        return [t, { minorFaults: c.minorFaults / n, voluntarySwitches: c.voluntarySwitches / n, involuntarySwitches: c.involuntarySwitches / n }];
+      }),
+    ),
     placement,
     sharedCpuPerRequestUs: Object.fromEntries(
       targets.map((t) => {
@@ -695,6 +743,8 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   const threads = (c: ThreadCpu) => `relay threads ${c.relay.toFixed(0)}, main thread ${c.main.toFixed(0)}, other threads ${c.other.toFixed(0)}`;
   console.log(`${BLOCKS} turns of ${BLOCK_REQUESTS} requests per target; added latency (forwarder − direct, pooled): recording off p50 ${ms(addedOff.p50)} ms, mean ${ms(addedOff.mean)} ms; recording on p50 ${ms(addedOn.p50)} ms, mean ${ms(addedOn.mean)} ms`);
   console.log(`CPU per measured request (µs, until recording caught up): forwarder recording off ${cpuPerRequestUs.sensorOff.toFixed(0)} (relay thread ${cpuPerRequestUs.sensorOffRelay.toFixed(0)}), recording on ${cpuPerRequestUs.sensorOn.toFixed(0)} (${threads(cpuPerRequestUs.sensorOnThreads)})${cpuPerRequestUs.sensorVariantThreads ? `, variant (${threads(cpuPerRequestUs.sensorVariantThreads)})` : ''}, Kafka broker ${cpuPerRequestUs.broker.toFixed(0)}`);
+  const counted = Object.entries(report.relayCountersPerRequest).map(([t, c]) => `${t} ${c.minorFaults.toFixed(2)} faults, ${c.voluntarySwitches.toFixed(2)} voluntary + ${c.involuntarySwitches.toFixed(2)} involuntary switches`);
+  console.log(`relay threads per measured request (same span): ${counted.join('; ')}`);
   if (placement !== null) {
     const pl = placement;
     console.log(`placement (CPU lists): recording forwarder relay ${pl.on.relay}, its other threads ${pl.on.other}; recording-off forwarder ${pl.off === null ? 'unpinned' : `relay ${pl.off.relay}, other threads ${pl.off.other}`}; Kafka broker ${pl.broker ?? 'unpinned'}; load generator and upstream ${pl.shared ?? 'unpinned'}`);
@@ -804,7 +854,7 @@ async function main(): Promise<void> {
     sensorConfig: (recording, topic) => ({ brokers: mock.brokers, topic, upstreamUrl: up.url, keys: [key], spoolDir: mkdtempSync(join(tmpdir(), 'glitch-bench-spool-')), threads: THREADS, recording: recording && !CONTROL_AA, recordingPriority: PRIORITY, recordingCpus: RECORDING_CPUS, logLevel: 'error', ...(recording && !CONTROL_AA ? {} : { relayInMainThread: OFF_RELAY === 'main' }) }),
   };
   if (CONTROL_AA) console.log('[bench] --control=aa: the "recording on" forwarder does not record; "on vs off" below is the bench\'s own bias and noise');
-  console.log(`[bench] pipeline: ${cpus().length} cores, Node ${process.version}, forwarder threads ${THREADS}, recording priority ${PRIORITY}, request body ${BODY_BYTES} B, latency phase ${RATE > 0 ? `paced at ${RATE} req/s` : 'closed loop'} with ${CONCURRENCY} clients, kafka: private librdkafka mock ${mock.version} (latency phase: broker priority ${BROKER_PRIORITY})`);
+  console.log(`[bench] pipeline: ${cpus().length} cores, Node ${process.version}, forwarder threads ${THREADS}, recording priority ${PRIORITY}, request body ${BODY_BYTES} B, latency phase ${RATE > 0 ? `paced at ${RATE} req/s` : 'closed loop'} with ${CONCURRENCY} clients after ${WARMUP_REQUESTS} warm-up requests per target and epoch, kafka: private librdkafka mock ${mock.version} (latency phase: broker priority ${BROKER_PRIORITY})`);
   if (!SINGLE_THREADED_GC) console.log('[bench] note: this process runs without --single-threaded-gc (use npm run bench:pipeline): its GC helper threads will stall the forwarder under test now and then');
   let latency: LatencyReport | null = null;
   let throughput: Record<string, number> | null = null;
@@ -835,7 +885,7 @@ async function main(): Promise<void> {
       {
         at: new Date().toISOString(),
         machine: { cores: cpus().length, node: process.version },
-        config: { brokerCpus: BROKER_CPUS, sharedCpus: SHARED_CPUS, offPin: OFF_PIN_ARG, recordingCpus: RECORDING_CPUS_ARG, upstream: UPSTREAM, variant: VARIANT, epochs: EPOCHS, controlAA: CONTROL_AA, offRelay: OFF_RELAY, brokerPriority: BROKER_PRIORITY, gapMs: GAP_MS, recordingPriority: PRIORITY, blocks: BLOCKS, blockRequests: BLOCK_REQUESTS, concurrency: CONCURRENCY, rate: RATE, bodyBytes: BODY_BYTES, threads: THREADS, singleThreadedGc: SINGLE_THREADED_GC, kafka: `librdkafka mock ${mock.version}`, clickhouse: 'chDB (ingest child process)' },
+        config: { brokerCpus: BROKER_CPUS, sharedCpus: SHARED_CPUS, offPin: OFF_PIN_ARG, recordingCpus: RECORDING_CPUS_ARG, upstream: UPSTREAM, variant: VARIANT, epochs: EPOCHS, warmupRequests: WARMUP_REQUESTS, controlAA: CONTROL_AA, offRelay: OFF_RELAY, brokerPriority: BROKER_PRIORITY, gapMs: GAP_MS, recordingPriority: PRIORITY, blocks: BLOCKS, blockRequests: BLOCK_REQUESTS, concurrency: CONCURRENCY, rate: RATE, bodyBytes: BODY_BYTES, threads: THREADS, singleThreadedGc: SINGLE_THREADED_GC, kafka: `librdkafka mock ${mock.version}`, clickhouse: 'chDB (ingest child process)' },
         latency,
         throughput,
       },
