@@ -22,6 +22,15 @@ export interface ThreadCounters {
   involuntarySwitches: number;
 }
 
+export const noThreadCounters = (): ThreadCounters => ({ minorFaults: 0, voluntarySwitches: 0, involuntarySwitches: 0 });
+
+/** Adds `after − before` to `into`. */
+export function addThreadCounters(into: ThreadCounters, after: ThreadCounters, before: ThreadCounters = noThreadCounters()): void {
+  into.minorFaults += after.minorFaults - before.minorFaults;
+  into.voluntarySwitches += after.voluntarySwitches - before.voluntarySwitches;
+  into.involuntarySwitches += after.involuntarySwitches - before.involuntarySwitches;
+}
+
 /** A thread's ThreadCounters so far; zeros once it is gone. */
 export function threadCounters(pid: number, tid: number): ThreadCounters {
   try {
@@ -34,7 +43,7 @@ export function threadCounters(pid: number, tid: number): ThreadCounters {
       involuntarySwitches: field('nonvoluntary_ctxt_switches'),
     };
   } catch {
-    return { minorFaults: 0, voluntarySwitches: 0, involuntarySwitches: 0 };
+    return noThreadCounters();
   }
 }
 

@@ -53,7 +53,7 @@ import { reply, startMockUpstream } from '../../support/mock-upstream.js';
 import { pipelineTopics, messageBody, waitFor } from '../../support/pipeline.js';
 import { startIngestChild } from '../../support/pipeline-ingest.js';
 import { startSensorChild, type SensorChild, type SensorChildConfig } from '../../support/pipeline-sensor.js';
-import { addInterrupts, cpuSeconds, interruptCounts, threadCounters, type InterruptCounts, type ThreadCounters } from '../proc.js';
+import { addInterrupts, addThreadCounters, cpuSeconds, interruptCounts, noThreadCounters, threadCounters, type InterruptCounts, type ThreadCounters } from '../proc.js';
 import { threadCpuList } from '../../support/threads.js';
 import { startBenchUpstream } from '../upstream-process.js';
 import { parseCpuList } from '@glitch/config';
@@ -220,7 +220,7 @@ const BLOCK_LOG = args.get('block-log');
 /** Pause after every block (ms), the same for every target (see latencyPhase). */
 const GAP_MS = num('gap', 50);
 /**
- * Requests per target (at once, 16 at a time) before each epoch's measured blocks. A
+ * Requests per target (unpaced, --concurrency at a time) before each epoch's measured blocks. A
  * production forwarder has run for hours: with 300, most of a request's functions were still
  * unoptimized when measuring began (--trace-opt), and that measured V8's warm-up, which
  * recording lengthens (docs/benchmarks.md, 2026-12-05 late).
@@ -419,13 +419,8 @@ interface ThreadCpu {
 
 /** A sensor's relay threads' ThreadCounters so far, summed. */
 function relayThreadCounters(sensor: SensorChild): ThreadCounters {
-  const sum: ThreadCounters = { minorFaults: 0, voluntarySwitches: 0, involuntarySwitches: 0 };
-  for (const tid of sensor.relayThreadIds) {
-    const c = threadCounters(sensor.pid, tid);
-    sum.minorFaults += c.minorFaults;
-    sum.voluntarySwitches += c.voluntarySwitches;
-    sum.involuntarySwitches += c.involuntarySwitches;
-  }
+  const sum = noThreadCounters();
+  for (const tid of sensor.relayThreadIds) addThreadCounters(sum, threadCounters(sensor.pid, tid));
   return sum;
 }
 
@@ -536,14 +531,9 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     into.main += a.main - b.main;
     into.other += a.other - b.other;
   };
-  const noCounters = (): ThreadCounters => ({ minorFaults: 0, voluntarySwitches: 0, involuntarySwitches: 0 });
-  const relayCounters = { off: noCounters(), on: noCounters(), variant: noCounters() };
-  const addCounters = (into: ThreadCounters, a: ThreadCounters, b: ThreadCounters) => {
-    into.minorFaults += a.minorFaults - b.minorFaults;
-    into.voluntarySwitches += a.voluntarySwitches - b.voluntarySwitches;
-    into.involuntarySwitches += a.involuntarySwitches - b.involuntarySwitches;
-  };
+  const relayCounters = { off: noThreadCounters(), on: noThreadCounters(), variant: noThreadCounters() };
   let errors = 0;
+  let warmupErrors = 0;
   const recorded = { captured: 0, published: 0, spooled: 0, dropped: {} as Record<string, number> };
   let turn = 0;
   for (let epoch = 0; epoch < EPOCHS; epoch++) {
@@ -592,24 +582,36 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
       // previous one (warm), and an A/A run (--control=aa) measured +8 to +16 % for
       // identical forwarders.
       const settle = async () => {
-        for (const r of recordingTargets) await waitFor(async () => (await sensorOf(r).stats()).queued === 0, 60_000, 'recording to catch up');
+        // Caught up: nothing waiting in memory, and no spool being replayed.
+        for (const r of recordingTargets) {
+          await waitFor(async () => {
+            const st = await sensorOf(r).stats();
+            return st.queued === 0 && st.mode === 'direct';
+          }, 60_000, 'recording to catch up');
+        }
         await new Promise((r) => setTimeout(r, GAP_MS));
       };
       // Warm up every path (JIT, pools, keep-alive connections, Kafka producer connection)
-      // until V8 has optimized what a request runs: a burst of --warmup requests per target,
-      // then one paced block each, unmeasured, so that paths only a pause after a block takes
-      // (the recording thread gone to sleep, woken by the next capture) have run too. Code
-      // first run after optimizing is deoptimized there and runs unoptimized for a while.
-      for (const t of targets) await load(urlOf(t), keyOf(t), WARMUP_REQUESTS, CONCURRENCY, s.body, 0, agents[t]);
-      await settle();
+      // until V8 has optimized what a request runs: --warmup requests per target, in unpaced
+      // blocks each followed by the settle pause (in one burst, recording fell behind: half
+      // of the burst was refused with 503 and records went through the disk spool, whose
+      // replay then ran into the measured blocks), then one paced block each, so that paths
+      // only a pause after a block takes (the recording thread gone to sleep, woken by the
+      // next capture) have run too: code first run after optimizing is deoptimized there.
+      for (let sent = 0; sent < WARMUP_REQUESTS; sent += BLOCK_REQUESTS) {
+        for (const t of targets) {
+          warmupErrors += (await load(urlOf(t), keyOf(t), Math.min(BLOCK_REQUESTS, WARMUP_REQUESTS - sent), CONCURRENCY, s.body, 0, agents[t])).errors;
+          await settle();
+        }
+      }
       for (const t of targets) {
-        await load(urlOf(t), keyOf(t), BLOCK_REQUESTS, CONCURRENCY, s.body, RATE, agents[t]);
+        warmupErrors += (await load(urlOf(t), keyOf(t), BLOCK_REQUESTS, CONCURRENCY, s.body, RATE, agents[t])).errors;
         await settle();
       }
       // CPU from here until recording has caught up after the last block: at idle priority
       // recording may finish after its block, and it still costs what it costs.
       const cpu0 = { off: sensorCpu(sensorOf('off')), on: sensorCpu(sensorOf('on')), variant: VARIANT ? sensorCpu(sensorOf('variant')) : zero(), broker: cpuSeconds(s.mock.pid) };
-      const counters0 = { off: relayThreadCounters(sensorOf('off')), on: relayThreadCounters(sensorOf('on')), variant: VARIANT ? relayThreadCounters(sensorOf('variant')) : noCounters() };
+      const counters0 = { off: relayThreadCounters(sensorOf('off')), on: relayThreadCounters(sensorOf('on')), variant: VARIANT ? relayThreadCounters(sensorOf('variant')) : noThreadCounters() };
       for (let i = 0; i < epochTurns; i++, turn++) {
         const turnMeans: Partial<Record<Target, number>> = {};
         for (const t of orders[turn % orders.length]!) {
@@ -642,9 +644,9 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
       add(cpu.off, sensorCpu(sensorOf('off')), cpu0.off);
       add(cpu.on, sensorCpu(sensorOf('on')), cpu0.on);
       if (VARIANT) add(cpu.variant, sensorCpu(sensorOf('variant')), cpu0.variant);
-      addCounters(relayCounters.off, relayThreadCounters(sensorOf('off')), counters0.off);
-      addCounters(relayCounters.on, relayThreadCounters(sensorOf('on')), counters0.on);
-      if (VARIANT) addCounters(relayCounters.variant, relayThreadCounters(sensorOf('variant')), counters0.variant);
+      addThreadCounters(relayCounters.off, relayThreadCounters(sensorOf('off')), counters0.off);
+      addThreadCounters(relayCounters.on, relayThreadCounters(sensorOf('on')), counters0.on);
+      if (VARIANT) addThreadCounters(relayCounters.variant, relayThreadCounters(sensorOf('variant')), counters0.variant);
       cpu.broker += cpuSeconds(s.mock.pid) - cpu0.broker;
       const st = await sensorOf('on').stats();
       recorded.captured += st.captured;
@@ -667,7 +669,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     sensorOnThreads: perRequestThreads(cpu.on),
     ...(VARIANT ? { sensorVariantThreads: perRequestThreads(cpu.variant) } : {}),
   };
-  console.log(`[bench] recording-on forwarders: ${recorded.captured} captured, ${recorded.published} published, ${recorded.spooled} spooled, dropped ${JSON.stringify(recorded.dropped)}; client errors ${errors}`);
+  console.log(`[bench] recording-on forwarders: ${recorded.captured} captured, ${recorded.published} published, ${recorded.spooled} spooled, dropped ${JSON.stringify(recorded.dropped)}; client errors ${errors} (warm-up: ${warmupErrors})`);
   const names: Record<Target, string> = { direct: 'direct', off: 'forwarder, recording off', on: 'forwarder, recording on', variant: 'forwarder, recording on, variant' };
   const pooled: Partial<Record<Target, LatencyResult>> = {};
   for (const t of targets) pooled[t] = summarize(names[t], { latencies: samples[t]!, seconds: seconds[t]! });
