@@ -567,8 +567,8 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
         const v = (sensors.variant = await startSensorChild({ ...s.sensorConfig(true, topic), ...VARIANT.config }, 30_000, { nodeFlags: VARIANT.nodeFlags, env: VARIANT.env }));
         if (VARIANT.pin) pinThreads(v.pid, v.relayThreadIds, VARIANT.pin.relay, VARIANT.pin.other);
       }
+      const forwarders = (['off', 'on', 'variant'] as const).filter((t) => sensors[t] !== undefined);
       if (BLOCK_LOG !== undefined) {
-        const forwarders = (['off', 'on', 'variant'] as const).filter((t) => sensors[t] !== undefined);
         const procs = forwarders.map((t) => `${t}=${sensors[t]!.pid}:${sensors[t]!.relayThreadIds.join(',')}`);
         appendFileSync(BLOCK_LOG, `# epoch ${epoch} ${procs.join(' ')} loadgen=${process.pid} upstream=${s.up.pid ?? process.pid} broker=${s.mock.pid}\n`);
       }
@@ -610,8 +610,9 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
       }
       // CPU from here until recording has caught up after the last block: at idle priority
       // recording may finish after its block, and it still costs what it costs.
-      const cpu0 = { off: sensorCpu(sensorOf('off')), on: sensorCpu(sensorOf('on')), variant: VARIANT ? sensorCpu(sensorOf('variant')) : zero(), broker: cpuSeconds(s.mock.pid) };
-      const counters0 = { off: relayThreadCounters(sensorOf('off')), on: relayThreadCounters(sensorOf('on')), variant: VARIANT ? relayThreadCounters(sensorOf('variant')) : noThreadCounters() };
+      const reading = (t: (typeof forwarders)[number]) => ({ cpu: sensorCpu(sensorOf(t)), relay: relayThreadCounters(sensorOf(t)) });
+      const start = new Map(forwarders.map((t) => [t, reading(t)]));
+      const broker0 = cpuSeconds(s.mock.pid);
       for (let i = 0; i < epochTurns; i++, turn++) {
         const turnMeans: Partial<Record<Target, number>> = {};
         for (const t of orders[turn % orders.length]!) {
@@ -641,13 +642,12 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
         turns.push(((turnMeans.on! - turnMeans.off!) / turnMeans.off!) * 100);
         if ((turn + 1) % 10 === 0 || turn + 1 === BLOCKS) console.log(`[bench] ${turn + 1}/${BLOCKS} turns (epoch ${epoch + 1}/${EPOCHS})`);
       }
-      add(cpu.off, sensorCpu(sensorOf('off')), cpu0.off);
-      add(cpu.on, sensorCpu(sensorOf('on')), cpu0.on);
-      if (VARIANT) add(cpu.variant, sensorCpu(sensorOf('variant')), cpu0.variant);
-      addThreadCounters(relayCounters.off, relayThreadCounters(sensorOf('off')), counters0.off);
-      addThreadCounters(relayCounters.on, relayThreadCounters(sensorOf('on')), counters0.on);
-      if (VARIANT) addThreadCounters(relayCounters.variant, relayThreadCounters(sensorOf('variant')), counters0.variant);
-      cpu.broker += cpuSeconds(s.mock.pid) - cpu0.broker;
+      for (const t of forwarders) {
+        const end = reading(t);
+        add(cpu[t], end.cpu, start.get(t)!.cpu);
+        addThreadCounters(relayCounters[t], end.relay, start.get(t)!.relay);
+      }
+      cpu.broker += cpuSeconds(s.mock.pid) - broker0;
       const st = await sensorOf('on').stats();
       recorded.captured += st.captured;
       recorded.published += st.published;
@@ -658,7 +658,8 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
       for (const sensor of Object.values(sensors)) await sensor.stop();
     }
   }
-  const perRequest = (sec: number) => (sec * 1e6) / (BLOCKS * BLOCK_REQUESTS);
+  const measuredRequests = BLOCKS * BLOCK_REQUESTS;
+  const perRequest = (sec: number) => (sec * 1e6) / measuredRequests;
   const perRequestThreads = (c: ThreadCpu): ThreadCpu => ({ relay: perRequest(c.relay), main: perRequest(c.main), other: perRequest(c.other) });
   const total = (c: ThreadCpu) => c.relay + c.main + c.other;
   const cpuPerRequestUs: LatencyReport['cpuPerRequestUs'] = {
@@ -713,7 +714,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     relayCountersPerRequest: Object.fromEntries(
       (['off', 'on', ...(VARIANT ? (['variant'] as const) : [])] as const).map((t) => {
         const c = relayCounters[t];
-        const n = BLOCKS * BLOCK_REQUESTS;
+        const n = measuredRequests;
         return [t, { minorFaults: c.minorFaults / n, voluntarySwitches: c.voluntarySwitches / n, involuntarySwitches: c.involuntarySwitches / n }];
       }),
     ),
