@@ -37,6 +37,7 @@
 //   npm run bench:pipeline -- --off-pin=none   (the recording-off forwarder unpinned, as a forwarder without recorder runs; default same)
 //   npm run bench:pipeline -- --broker-cpus=any   (the broker unpinned; default recording) --broker-priority=idle (SCHED_IDLE)
 //   npm run bench:pipeline -- --block-log=/tmp/blocks.txt   (each block's target and CLOCK_MONOTONIC span, to split a perf sched trace)
+//   npm run bench:pipeline -- --request-log=/tmp/requests.txt   (each measured request's target, CLOCK_MONOTONIC start and latency, to find the slowest in such a trace)
 //   npm run bench:pipeline -- --shared-cpus=relay   (load generator and upstream on the relay CPUs, off the recording CPU; default any)
 //   npm run bench:pipeline -- --upstream=inproc   (the tests' mock upstream inside this process; default its own process)
 //   npm run bench:pipeline -- --only=latency --variant-flags="--max-semi-space-size=8"   (a fourth target: a second recording forwarder run differently; also --variant-env=K=V,…, --variant-config='{"recordingPriority":"normal"}' and --variant-pin=0/1)
@@ -217,6 +218,11 @@ const SHARED_CPUS = placementArg('shared-cpus', 'any', ['relay', 'any'], '0');
  * alongside (perf sched) can be split by target.
  */
 const BLOCK_LOG = args.get('block-log');
+/**
+ * `--request-log=FILE`: appends one line per measured request, `<target> <start> <latency> <epoch>`
+ * (start in CLOCK_MONOTONIC ns, latency in µs), to match the slowest requests against such a trace.
+ */
+const REQUEST_LOG = args.get('request-log');
 /** Pause after every block (ms), the same for every target (see latencyPhase). */
 const GAP_MS = num('gap', 50);
 /**
@@ -272,11 +278,12 @@ function percentile(sorted: number[], p: number): number {
  * i/rate s after the start (a paced load below saturation: latency is the forwarder's, not
  * queueing behind a saturated CPU); without, back to back (closed loop).
  */
-async function load(url: string, key: string | null, requests: number, concurrency: number, body: (i: number) => Buffer, rate = 0, sharedAgent?: Agent): Promise<{ latencies: number[]; seconds: number; errors: number }> {
+async function load(url: string, key: string | null, requests: number, concurrency: number, body: (i: number) => Buffer, rate = 0, sharedAgent?: Agent): Promise<{ latencies: number[]; starts: bigint[]; seconds: number; errors: number }> {
   const path = UPSTREAM_PATH;
   const agent = sharedAgent ?? new Agent({ keepAlive: true, maxSockets: concurrency });
   const u = new URL(url);
   const latencies: number[] = [];
+  const starts: bigint[] = [];
   let next = 0;
   let errors = 0;
   const started = performance.now();
@@ -291,6 +298,7 @@ async function load(url: string, key: string | null, requests: number, concurren
         }
         const b = body(i);
         const t0 = performance.now();
+        const startedAt = process.hrtime.bigint();
         const status = await new Promise<number>((resolve) => {
           const req = request(
             {
@@ -318,13 +326,14 @@ async function load(url: string, key: string | null, requests: number, concurren
           req.end(b);
         });
         latencies.push(performance.now() - t0);
+        starts.push(startedAt);
         if (status !== 200) errors++;
       }
     }),
   );
   const seconds = (performance.now() - started) / 1000;
   if (!sharedAgent) agent.destroy();
-  return { latencies, seconds, errors };
+  return { latencies, starts, seconds, errors };
 }
 
 function summarize(target: string, r: { latencies: number[]; seconds: number }): LatencyResult {
@@ -622,6 +631,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
           const blockStart = process.hrtime.bigint();
           const r = await load(urlOf(t), keyOf(t), BLOCK_REQUESTS, CONCURRENCY, s.body, RATE, agents[t]);
           if (BLOCK_LOG !== undefined) appendFileSync(BLOCK_LOG, `${t} ${blockStart} ${process.hrtime.bigint()} ${epoch}\n`);
+          if (REQUEST_LOG !== undefined) appendFileSync(REQUEST_LOG, r.latencies.map((ms, k) => `${t} ${r.starts[k]} ${Math.round(ms * 1000)} ${epoch}\n`).join(''));
           const self1 = process.cpuUsage(self0);
           sharedCpu[t]!.loadGenerator += (self1.user + self1.system) / 1e6;
           sharedCpu[t]!.upstream += upstreamCpu() - up0;
