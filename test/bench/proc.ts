@@ -1,5 +1,5 @@
 // /proc readings the benches share.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 const USER_HZ = 100; // clock ticks per second of /proc/*/stat on Linux
 
@@ -15,18 +15,24 @@ export function cpuSeconds(pid: number, tid?: number): number {
   }
 }
 
-/** What a thread has done so far besides using CPU: minor page faults, and context switches, voluntary (it waited) or not (it was preempted). */
+/**
+ * What a thread has done so far besides using CPU: page faults, minor or major (the page had
+ * to be read back in: on a VM whose kernel pages cold file pages out, code run rarely), and
+ * context switches, voluntary (it waited) or not (it was preempted).
+ */
 export interface ThreadCounters {
   minorFaults: number;
+  majorFaults: number;
   voluntarySwitches: number;
   involuntarySwitches: number;
 }
 
-export const noThreadCounters = (): ThreadCounters => ({ minorFaults: 0, voluntarySwitches: 0, involuntarySwitches: 0 });
+export const noThreadCounters = (): ThreadCounters => ({ minorFaults: 0, majorFaults: 0, voluntarySwitches: 0, involuntarySwitches: 0 });
 
 /** Adds `after − before` to `into`. */
 export function addThreadCounters(into: ThreadCounters, after: ThreadCounters, before: ThreadCounters = noThreadCounters()): void {
   into.minorFaults += after.minorFaults - before.minorFaults;
+  into.majorFaults += after.majorFaults - before.majorFaults;
   into.voluntarySwitches += after.voluntarySwitches - before.voluntarySwitches;
   into.involuntarySwitches += after.involuntarySwitches - before.involuntarySwitches;
 }
@@ -37,8 +43,11 @@ export function threadCounters(pid: number, tid: number): ThreadCounters {
     const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
     const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
     const field = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+    // Fields after the command name: minflt and majflt are the 8th and 10th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return {
-      minorFaults: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]),
+      minorFaults: Number(fields[7]),
+      majorFaults: Number(fields[9]),
       voluntarySwitches: field('voluntary_ctxt_switches'),
       involuntarySwitches: field('nonvoluntary_ctxt_switches'),
     };
@@ -80,5 +89,32 @@ export function addInterrupts(into: InterruptCounts, before: InterruptCounts, af
     const a = after[kind];
     const acc = into[kind];
     for (let cpu = 0; cpu < a.length; cpu++) acc[cpu] = (acc[cpu] ?? 0) + a[cpu]! - (before[kind][cpu] ?? 0);
+  }
+}
+
+/**
+ * Kernel threads of DAMON (`kdamond.N`), the kernel's memory-access monitor. Some VMs run it
+ * with a `pageout` scheme, and it then holds a CPU for milliseconds at a time: on the
+ * development VM the largest source of the pipeline bench's p99 (docs/benchmarks.md).
+ */
+export function memoryMonitorThreads(): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').startsWith('kdamond')) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+/** Seconds a thread has spent running so far, to the nanosecond (/proc/<pid>/schedstat); 0 once it is gone. */
+export function runSeconds(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
+  } catch {
+    return 0;
   }
 }

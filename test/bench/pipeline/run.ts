@@ -54,7 +54,7 @@ import { reply, startMockUpstream } from '../../support/mock-upstream.js';
 import { pipelineTopics, messageBody, waitFor } from '../../support/pipeline.js';
 import { startIngestChild } from '../../support/pipeline-ingest.js';
 import { startSensorChild, type SensorChild, type SensorChildConfig } from '../../support/pipeline-sensor.js';
-import { addInterrupts, addThreadCounters, cpuSeconds, interruptCounts, noThreadCounters, threadCounters, type InterruptCounts, type ThreadCounters } from '../proc.js';
+import { addInterrupts, addThreadCounters, cpuSeconds, interruptCounts, memoryMonitorThreads, noThreadCounters, runSeconds, threadCounters, type InterruptCounts, type ThreadCounters } from '../proc.js';
 import { threadCpuList } from '../../support/threads.js';
 import { startBenchUpstream } from '../upstream-process.js';
 import { parseCpuList } from '@glitch/config';
@@ -401,6 +401,8 @@ interface LatencyReport {
   perEpochAddedMs: { off: number; on: number }[];
   /** Records of the recording forwarder not yet handed to Kafka when its block ended: median and max. */
   backlogAtBlockEnd: { median: number; max: number };
+  /** DAMON's kernel threads (kdamond) at the start of the phase, and how long they ran during each target's blocks. */
+  memoryMonitor: { threads: number; msPerBlock: Partial<Record<Target, number>> };
   /** Per turn (the two forwarders' blocks within the same few seconds), mean on over off, and their median. */
   perTurnOnVsOffPct: { median: number; turns: number[] };
   /**
@@ -522,13 +524,15 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   const blockMeans: Partial<Record<Target, number[]>>[] = [];
   const seconds: Partial<Record<Target, number>> = {};
   const interrupts: Partial<Record<Target, InterruptCounts>> = {};
-  const sharedCpu: Partial<Record<Target, { loadGenerator: number; upstream: number }>> = {};
+  const sharedCpu: Partial<Record<Target, { loadGenerator: number; upstream: number; memoryMonitor: number }>> = {};
   const upstreamCpu = () => (s.up.pid === null ? 0 : cpuSeconds(s.up.pid));
+  const memoryMonitors = memoryMonitorThreads();
+  const memoryMonitorRun = () => memoryMonitors.reduce((sum, pid) => sum + runSeconds(pid), 0);
   for (const t of targets) {
     samples[t] = [];
     seconds[t] = 0;
     interrupts[t] = { tlb: [], resched: [], call: [], timer: [] };
-    sharedCpu[t] = { loadGenerator: 0, upstream: 0 };
+    sharedCpu[t] = { loadGenerator: 0, upstream: 0, memoryMonitor: 0 };
   }
   const turns: number[] = [];
   const backlog: number[] = [];
@@ -628,6 +632,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
           const irq0 = interruptCounts();
           const self0 = process.cpuUsage();
           const up0 = upstreamCpu();
+          const monitor0 = memoryMonitorRun();
           const blockStart = process.hrtime.bigint();
           const r = await load(urlOf(t), keyOf(t), BLOCK_REQUESTS, CONCURRENCY, s.body, RATE, agents[t]);
           if (BLOCK_LOG !== undefined) appendFileSync(BLOCK_LOG, `${t} ${blockStart} ${process.hrtime.bigint()} ${epoch}\n`);
@@ -635,6 +640,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
           const self1 = process.cpuUsage(self0);
           sharedCpu[t]!.loadGenerator += (self1.user + self1.system) / 1e6;
           sharedCpu[t]!.upstream += upstreamCpu() - up0;
+          sharedCpu[t]!.memoryMonitor += memoryMonitorRun() - monitor0;
           const irq1 = interruptCounts();
           addInterrupts(interrupts[t]!, irq0, irq1);
           errors += r.errors;
@@ -725,7 +731,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
       (['off', 'on', ...(VARIANT ? (['variant'] as const) : [])] as const).map((t) => {
         const c = relayCounters[t];
         const n = measuredRequests;
-        return [t, { minorFaults: c.minorFaults / n, voluntarySwitches: c.voluntarySwitches / n, involuntarySwitches: c.involuntarySwitches / n }];
+        return [t, { minorFaults: c.minorFaults / n, majorFaults: c.majorFaults / n, voluntarySwitches: c.voluntarySwitches / n, involuntarySwitches: c.involuntarySwitches / n }];
       }),
     ),
     placement,
@@ -735,6 +741,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
         return [t, { loadGenerator: (sharedCpu[t]!.loadGenerator / n) * 1e6, upstream: s.up.pid === null ? null : (sharedCpu[t]!.upstream / n) * 1e6 }];
       }),
     ),
+    memoryMonitor: { threads: memoryMonitors.length, msPerBlock: Object.fromEntries(targets.map((t) => [t, (sharedCpu[t]!.memoryMonitor / BLOCKS) * 1e3])) },
     interruptsPerRequest: Object.fromEntries(
       targets.map((t) => {
         const n = samples[t]!.length;
@@ -756,7 +763,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   const threads = (c: ThreadCpu) => `relay threads ${c.relay.toFixed(0)}, main thread ${c.main.toFixed(0)}, other threads ${c.other.toFixed(0)}`;
   console.log(`${BLOCKS} turns of ${BLOCK_REQUESTS} requests per target; added latency (forwarder − direct, pooled): recording off p50 ${ms(addedOff.p50)} ms, mean ${ms(addedOff.mean)} ms; recording on p50 ${ms(addedOn.p50)} ms, mean ${ms(addedOn.mean)} ms`);
   console.log(`CPU per measured request (µs, until recording caught up): forwarder recording off ${cpuPerRequestUs.sensorOff.toFixed(0)} (relay thread ${cpuPerRequestUs.sensorOffRelay.toFixed(0)}), recording on ${cpuPerRequestUs.sensorOn.toFixed(0)} (${threads(cpuPerRequestUs.sensorOnThreads)})${cpuPerRequestUs.sensorVariantThreads ? `, variant (${threads(cpuPerRequestUs.sensorVariantThreads)})` : ''}, Kafka broker ${cpuPerRequestUs.broker.toFixed(0)}`);
-  const counted = Object.entries(report.relayCountersPerRequest).map(([t, c]) => `${t} ${c.minorFaults.toFixed(2)} faults, ${c.voluntarySwitches.toFixed(2)} voluntary + ${c.involuntarySwitches.toFixed(2)} involuntary switches`);
+  const counted = Object.entries(report.relayCountersPerRequest).map(([t, c]) => `${t} ${c.minorFaults.toFixed(2)} minor + ${c.majorFaults.toFixed(4)} major faults, ${c.voluntarySwitches.toFixed(2)} voluntary + ${c.involuntarySwitches.toFixed(2)} involuntary switches`);
   console.log(`relay threads per measured request (same span): ${counted.join('; ')}`);
   if (placement !== null) {
     const pl = placement;
@@ -765,6 +772,12 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   const shared = report.sharedCpuPerRequestUs;
   console.log(
     `CPU per request of the shared processes during each target's blocks (µs): load generator ${targets.map((t) => `${t} ${shared[t]!.loadGenerator.toFixed(0)}`).join(', ')}; upstream ${targets.map((t) => `${t} ${shared[t]!.upstream === null ? 'n/a (in-process)' : shared[t]!.upstream!.toFixed(0)}`).join(', ')}`,
+  );
+  const monitor = report.memoryMonitor;
+  console.log(
+    monitor.threads === 0
+      ? 'kernel memory monitor (DAMON): not running'
+      : `kernel memory monitor (DAMON, ${monitor.threads} kdamond thread${monitor.threads > 1 ? 's' : ''}) running during each target's blocks (ms per block): ${targets.map((t) => `${t} ${monitor.msPerBlock[t]!.toFixed(1)}`).join(', ')}; it holds a CPU for milliseconds at a time, the largest source of the p99 where it runs (docs/benchmarks.md)`,
   );
   const irq = report.interruptsPerRequest;
   const perCpu = (v: number[]) => (v.length ? v.map((x) => x.toFixed(2)).join('/') : 'n/a');
