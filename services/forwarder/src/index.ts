@@ -11,5 +11,5 @@ export type { ScalarMetric } from './metrics.js';
 export { forwarderOptionsFromConfig } from './config-options.js';
 export { FORWARDER_NODE_FLAGS, SCHED_IDLE, SCHED_OTHER, threadPolicy } from './thread-priority.js';
 export type { RecordingPriority } from './thread-priority.js';
-export { allowedCpus } from './cpu-affinity.js';
+export { allowedCpus, planCpus } from './cpu-affinity.js';
 export type { RecordingCpus } from '@glitch/config';

@@ -57,8 +57,8 @@ import { startSensorChild, type SensorChild, type SensorChildConfig } from '../.
 import { addInterrupts, addThreadCounters, cpuSeconds, interruptCounts, memoryMonitorThreads, noThreadCounters, runSeconds, threadCounters, type InterruptCounts, type ThreadCounters } from '../proc.js';
 import { threadCpuList } from '../../support/threads.js';
 import { startBenchUpstream } from '../upstream-process.js';
-import { parseCpuList } from '@glitch/config';
-import type { RecordingCpus } from '@glitch/forwarder';
+import { formatCpuList, parseCpuList } from '@glitch/config';
+import { allowedCpus, planCpus, type RecordingCpus } from '@glitch/forwarder';
 
 const args = new Map(process.argv.slice(2).map((a) => {
   const kv = a.replace(/^--/, '');
@@ -97,7 +97,8 @@ if (OFF_RELAY !== 'worker' && OFF_RELAY !== 'main') {
 /**
  * `--control=aa`: the "recording on" forwarder does not record either (an A/A run). What it
  * then measures as "recording on vs off" is the bench's own bias and noise, which should be
- * near 0: check it before trusting a result near the goal.
+ * near 0: check it before trusting a result near the goal. Its threads are pinned where a
+ * recording forwarder places its own (until 2026-12-05 night A/A runs ran every forwarder unpinned).
  */
 const CONTROL_AA = args.get('control') === 'aa';
 if (args.has('control') && !CONTROL_AA) {
@@ -563,8 +564,15 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     try {
       // Start order alternates too: the first process started has a different machine to start on.
       for (const t of offStartsFirst(epoch) ? (['off', 'on'] as const) : (['on', 'off'] as const)) sensors[t] = await startSensorChild(s.sensorConfig(t === 'on', topic));
-      // Where the recording forwarder put its threads: its relay thread's and its main thread's CPUs.
       const on = sensors.on!;
+      if (CONTROL_AA) {
+        // The "on" slot does not record, so it places none of its threads: pin them where a
+        // recording forwarder places its own (the forwarder's plan), so that the A/A run
+        // measures the bias of the layout the real runs use, not of an unpinned one.
+        const plan = planCpus(RECORDING_CPUS, allowedCpus(), THREADS, true, cpus().length);
+        if (plan.relayCpus !== null && plan.recordingCpus !== null) pinThreads(on.pid, on.relayThreadIds, formatCpuList(plan.relayCpus), formatCpuList(plan.recordingCpus));
+      }
+      // Where the recording forwarder put its threads: its relay thread's and its main thread's CPUs.
       const onPlaced = { relay: threadCpuList(on.pid, on.relayThreadIds[0]!)!, other: threadCpuList(on.pid, on.pid)! };
       const offPin = OFF_PIN === 'same' ? onPlaced : OFF_PIN === 'none' ? null : OFF_PIN;
       if (offPin !== null) pinThreads(sensors.off!.pid, sensors.off!.relayThreadIds, offPin.relay, offPin.other);
