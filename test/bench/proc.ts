@@ -3,12 +3,16 @@ import { readdirSync, readFileSync } from 'node:fs';
 
 const USER_HZ = 100; // clock ticks per second of /proc/*/stat on Linux
 
+/** The fields of a /proc/…/stat line after the command name (in parentheses, may hold spaces): index 0 is the state. */
+function statFields(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** CPU seconds (user + system) a process, or one thread of it, has used so far; 0 once it is gone. */
 export function cpuSeconds(pid: number, tid?: number): number {
   try {
     const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const f = statFields(stat);
     return (Number(f[11]) + Number(f[12])) / USER_HZ;
   } catch {
     return 0;
@@ -37,17 +41,21 @@ export function addThreadCounters(into: ThreadCounters, after: ThreadCounters, b
   into.involuntarySwitches += after.involuntarySwitches - before.involuntarySwitches;
 }
 
+/** `c` divided by `n` (e.g. per request). */
+export function threadCountersPer(c: ThreadCounters, n: number): ThreadCounters {
+  return { minorFaults: c.minorFaults / n, majorFaults: c.majorFaults / n, voluntarySwitches: c.voluntarySwitches / n, involuntarySwitches: c.involuntarySwitches / n };
+}
+
 /** A thread's ThreadCounters so far; zeros once it is gone. */
 export function threadCounters(pid: number, tid: number): ThreadCounters {
   try {
     const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
     const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
     const field = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+)`, 'm').exec(status)?.[1] ?? 0);
-    // Fields after the command name: minflt and majflt are the 8th and 10th.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const f = statFields(stat);
     return {
-      minorFaults: Number(fields[7]),
-      majorFaults: Number(fields[9]),
+      minorFaults: Number(f[7]),
+      majorFaults: Number(f[9]),
       voluntarySwitches: field('voluntary_ctxt_switches'),
       involuntarySwitches: field('nonvoluntary_ctxt_switches'),
     };

@@ -54,7 +54,7 @@ import { reply, startMockUpstream } from '../../support/mock-upstream.js';
 import { pipelineTopics, messageBody, waitFor } from '../../support/pipeline.js';
 import { startIngestChild } from '../../support/pipeline-ingest.js';
 import { startSensorChild, type SensorChild, type SensorChildConfig } from '../../support/pipeline-sensor.js';
-import { addInterrupts, addThreadCounters, cpuSeconds, interruptCounts, memoryMonitorThreads, noThreadCounters, runSeconds, threadCounters, type InterruptCounts, type ThreadCounters } from '../proc.js';
+import { addInterrupts, addThreadCounters, cpuSeconds, interruptCounts, memoryMonitorThreads, noThreadCounters, runSeconds, threadCounters, threadCountersPer, type InterruptCounts, type ThreadCounters } from '../proc.js';
 import { threadCpuList } from '../../support/threads.js';
 import { startBenchUpstream } from '../upstream-process.js';
 import { formatCpuList, parseCpuList } from '@glitch/config';
@@ -298,7 +298,6 @@ async function load(url: string, key: string | null, requests: number, concurren
           if (due > 0) await new Promise((r) => setTimeout(r, due));
         }
         const b = body(i);
-        const t0 = performance.now();
         const startedAt = process.hrtime.bigint();
         const status = await new Promise<number>((resolve) => {
           const req = request(
@@ -326,7 +325,7 @@ async function load(url: string, key: string | null, requests: number, concurren
           req.on('error', () => resolve(0));
           req.end(b);
         });
-        latencies.push(performance.now() - t0);
+        latencies.push(Number(process.hrtime.bigint() - startedAt) / 1e6);
         starts.push(startedAt);
         if (status !== 200) errors++;
       }
@@ -736,11 +735,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     backlogAtBlockEnd: { median: median(backlog), max: Math.max(...backlog) },
     cpuPerRequestUs,
     relayCountersPerRequest: Object.fromEntries(
-      (['off', 'on', ...(VARIANT ? (['variant'] as const) : [])] as const).map((t) => {
-        const c = relayCounters[t];
-        const n = measuredRequests;
-        return [t, { minorFaults: c.minorFaults / n, majorFaults: c.majorFaults / n, voluntarySwitches: c.voluntarySwitches / n, involuntarySwitches: c.involuntarySwitches / n }];
-      }),
+      (['off', 'on', ...(VARIANT ? (['variant'] as const) : [])] as const).map((t) => [t, threadCountersPer(relayCounters[t], measuredRequests)]),
     ),
     placement,
     sharedCpuPerRequestUs: Object.fromEntries(
