@@ -9,6 +9,8 @@
 //    compare the machine's moods, not the targets. The turns are split into epochs, each with
 //    freshly started forwarders: two processes of one build differ by up to ±20 % in added
 //    latency for their whole life, so one pair per run compares processes, not recording.
+//    Which forwarder starts first, and which comes first in every order the bench picks,
+//    alternate over epochs (an A/A run, --control=aa, checks that nothing else favors a slot).
 //    The verdict comes with a 90 % bootstrap interval over epochs and turns. Also prints each
 //    process's CPU per request (the recording forwarder's split by thread role: relay,
 //    main/recording, the rest; the load generator and the upstream per target's blocks) and
@@ -59,6 +61,7 @@ import { threadCpuList } from '../../support/threads.js';
 import { startBenchUpstream } from '../upstream-process.js';
 import { formatCpuList, parseCpuList } from '@glitch/config';
 import { allowedCpus, planCpus, type RecordingCpus } from '@glitch/forwarder';
+import type { PublisherStats } from '@glitch/recorder';
 
 const args = new Map(process.argv.slice(2).map((a) => {
   const kv = a.replace(/^--/, '');
@@ -353,6 +356,27 @@ function splitByStartOrder<T>(perEpoch: readonly T[]): [offFirst: T[], onFirst: 
   return [perEpoch.filter((_, i) => offStartsFirst(i)), perEpoch.filter((_, i) => !offStartsFirst(i))];
 }
 
+/**
+ * Epochs 2–3, 6–7, … are mirrored: every order the bench chooses (warm-up, the turns' block
+ * orders, agents, stats polls) has the two forwarders swapped. Until 2026-12-06 those orders
+ * were fixed (the recording-off forwarder's blocks came first in every warm-up round and in
+ * each epoch's first turn), and six A/A runs put the identical "on" slot 1.4–6.3 % faster
+ * (pooled about −4.4 %), its relay thread using ~4 % less CPU and faulting less. Crossed
+ * with the start order, so each of the four combinations gets a quarter of the epochs.
+ */
+const mirrored = (epoch: number) => Math.floor(epoch / 2) % 2 === 1;
+const swapSlots = (t: Target): Target => (t === 'off' ? 'on' : t === 'on' ? 'off' : t);
+/** `targets` in the order epoch `epoch` uses: as listed, or with the two forwarders swapped. */
+const inEpochOrder = <T extends Target>(epoch: number, targets: readonly T[]): T[] => (mirrored(epoch) ? targets.map((t) => swapSlots(t) as T) : [...targets]);
+
+/** Per-epoch values split by block order: epochs as listed, then mirrored ones. */
+function splitByMirror<T>(perEpoch: readonly T[]): [asListed: T[], mirror: T[]] {
+  return [perEpoch.filter((_, i) => !mirrored(i)), perEpoch.filter((_, i) => mirrored(i))];
+}
+
+/** The bootstrap's stratum of an epoch: its start order and whether it is mirrored. */
+const designCell = (epoch: number) => (offStartsFirst(epoch) ? 0 : 1) + (mirrored(epoch) ? 2 : 0);
+
 interface Setup {
   mock: Awaited<ReturnType<typeof privateKafkaMock>>;
   /** The upstream's address (a forwarder's GLITCH_UPSTREAM_URL; direct load goes there). */
@@ -395,8 +419,10 @@ interface LatencyReport {
   placement: { on: { relay: string; other: string }; off: { relay: string; other: string } | null; broker: string | null; shared: string | null } | null;
   /** Per epoch (one pair of forwarder processes), the goal's measure from that epoch's blocks alone. */
   perEpochAddedOnVsOffPct: number[];
-  /** The same by start order (even epochs start the recording-off forwarder first): the mean over those epochs. */
+  /** The same by start order (even epochs start the recording-off forwarder first), from those epochs' mean added latencies. */
   byStartOrder: { offFirst: number; onFirst: number };
+  /** The same by block order (see `mirrored`): epochs with the bench's orders as listed, and mirrored ones (NaN with fewer than 3 epochs). */
+  byBlockOrder: { asListed: number; mirrored: number };
   /** Per epoch, each forwarder's added latency (its blocks' mean − direct's, ms). */
   perEpochAddedMs: { off: number; on: number }[];
   /** Records of the recording forwarder not yet handed to Kafka when its block ended: median and max. */
@@ -469,10 +495,9 @@ const BOOTSTRAP = 4000;
  * 5th and 95th percentile of `measure` over resamplings of the data: epochs (forwarder
  * process pairs) with replacement, then turns within each picked epoch with replacement.
  * Every block has the same number of requests, so a pooled mean is the mean of block means.
- * Epochs are resampled within their start order (even epochs start the recording-off
- * forwarder first, odd ones the recording one): the design balances that order, and the
- * process started first is often the slower one, so resampling across orders would count
- * an imbalance the design does not have.
+ * Epochs are resampled within their cell of the design (start order × mirrored or not): the
+ * design balances those orders, and the process started first is often the slower one, so
+ * resampling across cells would count an imbalance the design does not have.
  */
 function bootstrap90(epochs: Partial<Record<Target, number[]>>[], measure: (m: (t: Target) => number) => number): [number, number] {
   const out: number[] = [];
@@ -485,11 +510,11 @@ function bootstrap90(epochs: Partial<Record<Target, number[]>>[], measure: (m: (
     return (seed >>> 0) / 2 ** 32;
   };
   const pick = (n: number) => Math.floor(rand() * n);
-  const [offFirst, onFirst] = splitByStartOrder(epochs);
+  const cells = [0, 1, 2, 3].map((c) => epochs.filter((_, e) => designCell(e) === c));
   for (let b = 0; b < BOOTSTRAP; b++) {
     const picks: { epoch: Partial<Record<Target, number[]>>; turn: number }[] = [];
     for (let e = 0; e < epochs.length; e++) {
-      const stratum = offStartsFirst(e) ? offFirst : onFirst;
+      const stratum = cells[designCell(e)]!;
       const epoch = stratum[pick(stratum.length)]!;
       const n = epoch.direct!.length;
       for (let i = 0; i < n; i++) picks.push({ epoch, turn: pick(n) });
@@ -559,7 +584,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     // +12 % for identical forwarders), so one pair per run compares processes, not recording.
     const sensors: Partial<Record<Exclude<Target, 'direct'>, SensorChild>> = {};
     const agents: Partial<Record<Target, Agent>> = {};
-    for (const t of targets) agents[t] = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+    for (const t of inEpochOrder(epoch, targets)) agents[t] = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
     try {
       // Start order alternates too: the first process started has a different machine to start on.
       for (const t of offStartsFirst(epoch) ? (['off', 'on'] as const) : (['on', 'off'] as const)) sensors[t] = await startSensorChild(s.sensorConfig(t === 'on', topic));
@@ -587,7 +612,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
         const v = (sensors.variant = await startSensorChild({ ...s.sensorConfig(true, topic), ...VARIANT.config }, 30_000, { nodeFlags: VARIANT.nodeFlags, env: VARIANT.env }));
         if (VARIANT.pin) pinThreads(v.pid, v.relayThreadIds, VARIANT.pin.relay, VARIANT.pin.other);
       }
-      const forwarders = (['off', 'on', 'variant'] as const).filter((t) => sensors[t] !== undefined);
+      const forwarders = inEpochOrder(epoch, ['off', 'on', 'variant'] as const).filter((t) => sensors[t] !== undefined);
       if (BLOCK_LOG !== undefined) {
         const procs = forwarders.map((t) => `${t}=${sensors[t]!.pid}:${sensors[t]!.relayThreadIds.join(',')}`);
         appendFileSync(BLOCK_LOG, `# epoch ${epoch} ${procs.join(' ')} loadgen=${process.pid} upstream=${s.up.pid ?? process.pid} broker=${s.mock.pid}\n`);
@@ -601,15 +626,22 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
       // recording blocks only, the other targets ran some blocks back to back with their own
       // previous one (warm), and an A/A run (--control=aa) measured +8 to +16 % for
       // identical forwarders.
-      const settle = async () => {
+      //
+      // Every poll asks every forwarder for its stats, recording or not: until 2026-12-06 only
+      // the recording ones were asked, so in an A/A run the "on" slot's main thread was woken
+      // by IPC several times a block and the other slot's never, and the "on" slot measured
+      // 4–6 % faster. Returns each forwarder's first answer (for the recording backlog).
+      const settle = async (): Promise<Partial<Record<Exclude<Target, 'direct'>, PublisherStats>>> => {
+        let first: Partial<Record<Exclude<Target, 'direct'>, PublisherStats>> | undefined;
         // Caught up: nothing waiting in memory, and no spool being replayed.
-        for (const r of recordingTargets) {
-          await waitFor(async () => {
-            const st = await sensorOf(r).stats();
-            return st.queued === 0 && st.mode === 'direct';
-          }, 60_000, 'recording to catch up');
-        }
+        await waitFor(async () => {
+          const now: Partial<Record<Exclude<Target, 'direct'>, PublisherStats>> = {};
+          for (const t of forwarders) now[t] = await sensorOf(t).stats();
+          first ??= now;
+          return recordingTargets.every((r) => now[r]!.queued === 0 && now[r]!.mode === 'direct');
+        }, 60_000, 'recording to catch up');
         await new Promise((r) => setTimeout(r, GAP_MS));
+        return first!;
       };
       // Warm up every path (JIT, pools, keep-alive connections, Kafka producer connection)
       // until V8 has optimized what a request runs: --warmup requests per target, in unpaced
@@ -619,12 +651,12 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
       // only a pause after a block takes (the recording thread gone to sleep, woken by the
       // next capture) have run too: code first run after optimizing is deoptimized there.
       for (let sent = 0; sent < WARMUP_REQUESTS; sent += BLOCK_REQUESTS) {
-        for (const t of targets) {
+        for (const t of inEpochOrder(epoch, targets)) {
           warmupErrors += (await load(urlOf(t), keyOf(t), Math.min(BLOCK_REQUESTS, WARMUP_REQUESTS - sent), CONCURRENCY, s.body, 0, agents[t])).errors;
           await settle();
         }
       }
-      for (const t of targets) {
+      for (const t of inEpochOrder(epoch, targets)) {
         warmupErrors += (await load(urlOf(t), keyOf(t), BLOCK_REQUESTS, CONCURRENCY, s.body, RATE, agents[t])).errors;
         await settle();
       }
@@ -635,7 +667,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
       const broker0 = cpuSeconds(s.mock.pid);
       for (let i = 0; i < epochTurns; i++, turn++) {
         const turnMeans: Partial<Record<Target, number>> = {};
-        for (const t of orders[turn % orders.length]!) {
+        for (const t of inEpochOrder(epoch, orders[turn % orders.length]!)) {
           const irq0 = interruptCounts();
           const self0 = process.cpuUsage();
           const up0 = upstreamCpu();
@@ -655,12 +687,10 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
           seconds[t]! += r.seconds;
           turnMeans[t] = meanOf(r.latencies);
           means[t]!.push(turnMeans[t]);
-          if (t === 'on') {
-            // How far recording trailed its block (records not yet handed to Kafka): near zero
-            // means it kept up during the block rather than running in the settle pause.
-            backlog.push((await sensorOf('on').stats()).queued);
-          }
-          await settle();
+          const afterBlock = await settle();
+          // How far recording trailed its block (records not yet handed to Kafka): near zero
+          // means it kept up during the block rather than running in the settle pause.
+          if (t === 'on') backlog.push(afterBlock.on!.queued);
         }
         turns.push(((turnMeans.on! - turnMeans.off!) / turnMeans.off!) * 100);
         if ((turn + 1) % 10 === 0 || turn + 1 === BLOCKS) console.log(`[bench] ${turn + 1}/${BLOCKS} turns (epoch ${epoch + 1}/${EPOCHS})`);
@@ -706,7 +736,12 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   });
   const epochMean = (e: Partial<Record<Target, number[]>>, t: Target) => meanOf(e[t]!);
   const perEpoch = blockMeans.map((e) => addedVsOffPct(epochMean(e, 'on'), epochMean(e, 'off'), epochMean(e, 'direct')));
-  const [offFirstPct, onFirstPct] = splitByStartOrder(perEpoch);
+  const perEpochAddedMs = blockMeans.map((e) => ({ off: epochMean(e, 'off') - epochMean(e, 'direct'), on: epochMean(e, 'on') - epochMean(e, 'direct') }));
+  // Over a group of epochs: from their mean added latencies, not the mean of per-epoch
+  // percentages (an epoch whose recording-off forwarder added almost nothing gives +1,000 %).
+  const groupPct = (epochs: readonly { off: number; on: number }[]) => addedVsOffPct(meanOf(epochs.map((e) => e.on)), meanOf(epochs.map((e) => e.off)), 0);
+  const [offFirstMs, onFirstMs] = splitByStartOrder(perEpochAddedMs);
+  const [asListedMs, mirroredMs] = splitByMirror(perEpochAddedMs);
   const report: LatencyReport = {
     blocks: BLOCKS,
     blockRequests: BLOCK_REQUESTS,
@@ -730,8 +765,9 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     recordingOnVsOffP50Pct: ((P('on').p50 - P('off').p50) / P('off').p50) * 100,
     perTurnOnVsOffPct: { median: median(turns), turns },
     perEpochAddedOnVsOffPct: perEpoch,
-    perEpochAddedMs: blockMeans.map((e) => ({ off: epochMean(e, 'off') - epochMean(e, 'direct'), on: epochMean(e, 'on') - epochMean(e, 'direct') })),
-    byStartOrder: { offFirst: meanOf(offFirstPct), onFirst: meanOf(onFirstPct) },
+    perEpochAddedMs,
+    byStartOrder: { offFirst: groupPct(offFirstMs), onFirst: groupPct(onFirstMs) },
+    byBlockOrder: { asListed: groupPct(asListedMs), mirrored: groupPct(mirroredMs) },
     backlogAtBlockEnd: { median: median(backlog), max: Math.max(...backlog) },
     cpuPerRequestUs,
     relayCountersPerRequest: Object.fromEntries(
@@ -797,7 +833,9 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   if (report.perEpochAddedOnVsOffPct.length > 1) {
     const [offFirst, onFirst] = splitByStartOrder(report.perEpochAddedMs);
     const added = (epochs: typeof offFirst, t: 'off' | 'on') => ms(meanOf(epochs.map((e) => e[t])));
-    console.log(`  by start order (mean of those epochs): recording-off forwarder started first ${signed(report.byStartOrder.offFirst)} (added ms: off ${added(offFirst, 'off')}, on ${added(offFirst, 'on')}), recording one first ${signed(report.byStartOrder.onFirst)} (off ${added(onFirst, 'off')}, on ${added(onFirst, 'on')})`);
+    console.log(`  by start order (from those epochs' mean added latency): recording-off forwarder started first ${signed(report.byStartOrder.offFirst)} (added ms: off ${added(offFirst, 'off')}, on ${added(offFirst, 'on')}), recording one first ${signed(report.byStartOrder.onFirst)} (off ${added(onFirst, 'off')}, on ${added(onFirst, 'on')})`);
+    const [asListed, mirror] = splitByMirror(report.perEpochAddedMs);
+    if (mirror.length > 0) console.log(`  by block order (from those epochs' mean added latency): as listed, recording-off forwarder's blocks first in warm-up and each epoch's first turn ${signed(report.byBlockOrder.asListed)} (added ms: off ${added(asListed, 'off')}, on ${added(asListed, 'on')}), mirrored ${signed(report.byBlockOrder.mirrored)} (off ${added(mirror, 'off')}, on ${added(mirror, 'on')})`);
   }
   const goal = report.addedOnVsOffPct;
   console.log(`recording on vs off, the forwarder's added latency (pooled mean; p50 ${signed(goal.p50)}): ${signed(goal.mean)} (${ci(goal.ci90)}; goal < 5 %) → ${goal.mean < 5 ? 'OK' : 'OVER GOAL'}${goal.mean < -5 ? ' (recording measured faster than not recording: this run is noise-bound)' : ''}`);
