@@ -361,8 +361,9 @@ function splitByStartOrder<T>(perEpoch: readonly T[]): [offFirst: T[], onFirst: 
  * orders, agents, stats polls) has the two forwarders swapped. Until 2026-12-06 those orders
  * were fixed (the recording-off forwarder's blocks came first in every warm-up round and in
  * each epoch's first turn), and six A/A runs put the identical "on" slot 1.4–6.3 % faster
- * (pooled about −4.4 %), its relay thread using ~4 % less CPU and faulting less. Crossed
- * with the start order, so each of the four combinations gets a quarter of the epochs.
+ * (mean −4.4 %), its relay thread using ~4 % less CPU and faulting less; three mirrored A/A
+ * runs pooled −0.2 % (docs/benchmarks.md). Crossed with the start order, so each of the
+ * four combinations gets a quarter of the epochs.
  */
 const mirrored = (epoch: number) => Math.floor(epoch / 2) % 2 === 1;
 const swapSlots = (t: Target): Target => (t === 'off' ? 'on' : t === 'on' ? 'off' : t);
@@ -627,10 +628,10 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
       // previous one (warm), and an A/A run (--control=aa) measured +8 to +16 % for
       // identical forwarders.
       //
-      // Every poll asks every forwarder for its stats, recording or not: until 2026-12-06 only
-      // the recording ones were asked, so in an A/A run the "on" slot's main thread was woken
-      // by IPC several times a block and the other slot's never, and the "on" slot measured
-      // 4–6 % faster. Returns each forwarder's first answer (for the recording backlog).
+      // Every poll asks every forwarder for its stats, recording or not, so that no
+      // forwarder's main thread is woken more often than another's (until 2026-12-06 only the
+      // recording ones were asked; making this symmetric alone did not remove the A/A runs'
+      // bias: see `mirrored`). Returns each forwarder's first answer (for the recording backlog).
       const settle = async (): Promise<Partial<Record<Exclude<Target, 'direct'>, PublisherStats>>> => {
         let first: Partial<Record<Exclude<Target, 'direct'>, PublisherStats>> | undefined;
         // Caught up: nothing waiting in memory, and no spool being replayed.
