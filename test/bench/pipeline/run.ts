@@ -351,9 +351,9 @@ const meanOf = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.len
 /** Even epochs start the recording-off forwarder first, odd ones the recording one: the order alternates, so it cancels in the mean. */
 const offStartsFirst = (epoch: number) => epoch % 2 === 0;
 
-/** Per-epoch values split by start order: those where the recording-off forwarder started first, then the others. */
-function splitByStartOrder<T>(perEpoch: readonly T[]): [offFirst: T[], onFirst: T[]] {
-  return [perEpoch.filter((_, i) => offStartsFirst(i)), perEpoch.filter((_, i) => !offStartsFirst(i))];
+/** Per-epoch values split in two: the epochs `inFirst` holds for, then the others. */
+function splitEpochs<T>(perEpoch: readonly T[], inFirst: (epoch: number) => boolean): [T[], T[]] {
+  return [perEpoch.filter((_, i) => inFirst(i)), perEpoch.filter((_, i) => !inFirst(i))];
 }
 
 /**
@@ -369,11 +369,6 @@ const mirrored = (epoch: number) => Math.floor(epoch / 2) % 2 === 1;
 const swapSlots = (t: Target): Target => (t === 'off' ? 'on' : t === 'on' ? 'off' : t);
 /** `targets` in the order epoch `epoch` uses: as listed, or with the two forwarders swapped. */
 const inEpochOrder = <T extends Target>(epoch: number, targets: readonly T[]): T[] => (mirrored(epoch) ? targets.map((t) => swapSlots(t) as T) : [...targets]);
-
-/** Per-epoch values split by block order: epochs as listed, then mirrored ones. */
-function splitByMirror<T>(perEpoch: readonly T[]): [asListed: T[], mirror: T[]] {
-  return [perEpoch.filter((_, i) => !mirrored(i)), perEpoch.filter((_, i) => mirrored(i))];
-}
 
 /** The bootstrap's stratum of an epoch: its start order and whether it is mirrored. */
 const designCell = (epoch: number) => (offStartsFirst(epoch) ? 0 : 1) + (mirrored(epoch) ? 2 : 0);
@@ -738,11 +733,20 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   const epochMean = (e: Partial<Record<Target, number[]>>, t: Target) => meanOf(e[t]!);
   const perEpoch = blockMeans.map((e) => addedVsOffPct(epochMean(e, 'on'), epochMean(e, 'off'), epochMean(e, 'direct')));
   const perEpochAddedMs = blockMeans.map((e) => ({ off: epochMean(e, 'off') - epochMean(e, 'direct'), on: epochMean(e, 'on') - epochMean(e, 'direct') }));
-  // Over a group of epochs: from their mean added latencies, not the mean of per-epoch
-  // percentages (an epoch whose recording-off forwarder added almost nothing gives +1,000 %).
-  const groupPct = (epochs: readonly { off: number; on: number }[]) => addedVsOffPct(meanOf(epochs.map((e) => e.on)), meanOf(epochs.map((e) => e.off)), 0);
-  const [offFirstMs, onFirstMs] = splitByStartOrder(perEpochAddedMs);
-  const [asListedMs, mirroredMs] = splitByMirror(perEpochAddedMs);
+  // A group of epochs' mean added latencies (ms), and the goal's measure from those means,
+  // not the mean of per-epoch percentages (an epoch whose recording-off forwarder added
+  // almost nothing gives +1,000 %).
+  const group = (epochs: readonly { off: number; on: number }[]) => {
+    const off = meanOf(epochs.map((e) => e.off));
+    const on = meanOf(epochs.map((e) => e.on));
+    return { off, on, pct: ((on - off) / off) * 100, epochs: epochs.length };
+  };
+  const groupsBy = (inFirst: (epoch: number) => boolean) => {
+    const [first, rest] = splitEpochs(perEpochAddedMs, inFirst);
+    return [group(first), group(rest)] as const;
+  };
+  const [offFirst, onFirst] = groupsBy(offStartsFirst);
+  const [asListed, mirror] = groupsBy((e) => !mirrored(e));
   const report: LatencyReport = {
     blocks: BLOCKS,
     blockRequests: BLOCK_REQUESTS,
@@ -767,8 +771,8 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     perTurnOnVsOffPct: { median: median(turns), turns },
     perEpochAddedOnVsOffPct: perEpoch,
     perEpochAddedMs,
-    byStartOrder: { offFirst: groupPct(offFirstMs), onFirst: groupPct(onFirstMs) },
-    byBlockOrder: { asListed: groupPct(asListedMs), mirrored: groupPct(mirroredMs) },
+    byStartOrder: { offFirst: offFirst.pct, onFirst: onFirst.pct },
+    byBlockOrder: { asListed: asListed.pct, mirrored: mirror.pct },
     backlogAtBlockEnd: { median: median(backlog), max: Math.max(...backlog) },
     cpuPerRequestUs,
     relayCountersPerRequest: Object.fromEntries(
@@ -832,11 +836,8 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   }
   console.log(`recording on vs off, the forwarder's added latency per epoch (fresh processes each): ${report.perEpochAddedOnVsOffPct.map(signed).join(', ')}`);
   if (report.perEpochAddedOnVsOffPct.length > 1) {
-    const [offFirst, onFirst] = splitByStartOrder(report.perEpochAddedMs);
-    const added = (epochs: typeof offFirst, t: 'off' | 'on') => ms(meanOf(epochs.map((e) => e[t])));
-    console.log(`  by start order (from those epochs' mean added latency): recording-off forwarder started first ${signed(report.byStartOrder.offFirst)} (added ms: off ${added(offFirst, 'off')}, on ${added(offFirst, 'on')}), recording one first ${signed(report.byStartOrder.onFirst)} (off ${added(onFirst, 'off')}, on ${added(onFirst, 'on')})`);
-    const [asListed, mirror] = splitByMirror(report.perEpochAddedMs);
-    if (mirror.length > 0) console.log(`  by block order (from those epochs' mean added latency): as listed, recording-off forwarder's blocks first in warm-up and each epoch's first turn ${signed(report.byBlockOrder.asListed)} (added ms: off ${added(asListed, 'off')}, on ${added(asListed, 'on')}), mirrored ${signed(report.byBlockOrder.mirrored)} (off ${added(mirror, 'off')}, on ${added(mirror, 'on')})`);
+    console.log(`  by start order (from those epochs' mean added latency): recording-off forwarder started first ${signed(offFirst.pct)} (added ms: off ${ms(offFirst.off)}, on ${ms(offFirst.on)}), recording one first ${signed(onFirst.pct)} (off ${ms(onFirst.off)}, on ${ms(onFirst.on)})`);
+    if (mirror.epochs > 0) console.log(`  by block order (from those epochs' mean added latency): as listed, recording-off forwarder's blocks first in warm-up and each epoch's first turn ${signed(asListed.pct)} (added ms: off ${ms(asListed.off)}, on ${ms(asListed.on)}), mirrored ${signed(mirror.pct)} (off ${ms(mirror.off)}, on ${ms(mirror.on)})`);
   }
   const goal = report.addedOnVsOffPct;
   console.log(`recording on vs off, the forwarder's added latency (pooled mean; p50 ${signed(goal.p50)}): ${signed(goal.mean)} (${ci(goal.ci90)}; goal < 5 %) → ${goal.mean < 5 ? 'OK' : 'OVER GOAL'}${goal.mean < -5 ? ' (recording measured faster than not recording: this run is noise-bound)' : ''}`);
