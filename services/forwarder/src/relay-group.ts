@@ -3,7 +3,6 @@
 // captures over through their capture rings (capture-inbox.ts) and send metrics snapshots
 // here; a crashed worker is replaced.
 import { createServer } from 'node:net';
-import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import type { RawCapture } from './capture.js';
 import { packCaptures, unpackCaptures } from './capture-batch.js';
@@ -14,7 +13,7 @@ import type { RecordingQueue } from './recording.js';
 import type { RefusalCode } from './relay-context.js';
 import { RelayThread, type RelayThreadOptions } from './relay.js';
 import type { RelayLog } from './relay-log.js';
-import { currentThreadId, relayIsolateFlag } from './thread-priority.js';
+import { currentThreadId, sizeRelayIsolates } from './thread-priority.js';
 import type { FromWorker, RelayWorkerData, ToWorker } from './worker-protocol.js';
 
 export interface RelayGroup {
@@ -272,8 +271,7 @@ export async function startWorkerGroup(base: RelayThreadOptions, threads: number
   let onReplacement: (tid: number | null) => void = () => {};
   const poller = new CapturePoller();
   // Before the first worker: every relay isolate (replacements too) is created after it.
-  const relayFlag = relayIsolateFlag(process.execArgv);
-  if (relayFlag !== null) setFlagsFromString(relayFlag);
+  sizeRelayIsolates(process.execArgv);
 
   const onExit = (w: RelayWorker, code: number): void => {
     if (stopping || !workers.includes(w)) return;

@@ -20,6 +20,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
 
 export type RecordingPriority = 'idle' | 'normal';
 
@@ -88,6 +89,13 @@ export const FORWARDER_NODE_FLAGS: readonly string[] = ['--single-threaded-gc', 
  */
 export function relayIsolateFlag(execArgv: readonly string[]): string | null {
   return execArgv.includes(`--max-semi-space-size=${RECORDING_SEMI_SPACE_MB}`) ? `--max-semi-space-size=${RELAY_SEMI_SPACE_MB}` : null;
+}
+
+/** Sets relayIsolateFlag's flag, if any, for the relay isolates created from now on; returns it. */
+export function sizeRelayIsolates(execArgv: readonly string[]): string | null {
+  const flag = relayIsolateFlag(execArgv);
+  if (flag !== null) setFlagsFromString(flag);
+  return flag;
 }
 
 /** Which of FORWARDER_NODE_FLAGS `execArgv` lacks (a flag given with another value counts as present). */
