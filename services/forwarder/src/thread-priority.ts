@@ -63,10 +63,9 @@ export const OLD_SPACE_FLOOR_MB = 64;
  * in MB; V8's default is 16. Recording allocates a few hundred KB per record, and with 16 MB
  * semi-spaces it ran through ~30 MB of fresh memory a second. With 4 MB the recording
  * forwarder's added latency was 3.7 and 4.8 % lower in two pipeline-bench runs (each against
- * a 16 MB one in the same run), its relay thread faulted less, the main thread's CPU was
- * unchanged, and the development VM's DAMON thread (whose stalls make most of the relay's
- * tail there) ran less during its blocks (docs/benchmarks.md). Scavenges come more often but
- * stay as cheap: what survives them (records in flight) is the same.
+ * a 16 MB one in the same run; the same slot with nothing changed measured +3.0 %), and the
+ * main thread's CPU was unchanged (docs/benchmarks.md). Scavenges come more often but stay
+ * as cheap: what survives them (records in flight) is the same.
  */
 export const RECORDING_SEMI_SPACE_MB = 4;
 
