@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --single-threaded-gc --initial-old-space-size=64 --max-semi-space-size=4
+#!/usr/bin/env -S node --single-threaded-gc --initial-old-space-size=64 --max-semi-space-size=2
 // The `glitch` command. Composition root: the only place that reads process.env.
 import { ConfigError } from '@glitch/config';
 import { migrate } from './migrate.js';

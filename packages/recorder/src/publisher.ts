@@ -23,11 +23,11 @@ import { encodeExchangeRecord, type EncodedRecord } from './build-record.js';
 
 export interface PublisherStats {
   captured: number;
-  /** Published straight from memory. */
+  /** Published from memory: directly, or a failed window held in memory and sent again before the spool. */
   published: number;
   /** Appended to the disk spool (bus down, or memory over budget). */
   spooled: number;
-  /** Published from the spool (or from the in-memory head of a failed window). */
+  /** Published from the disk spool. Without drops, equal to `spooled` once the spool is empty. */
   replayed: number;
   /** Records that could not be built or published, by reason. Each is also logged. */
   dropped: Record<string, number>;
@@ -181,9 +181,9 @@ export class RecordPublisher implements Recorder {
     const p = 'glitch_recorder_';
     const out: ScalarMetric[] = [
       { name: `${p}records_captured_total`, help: 'Exchanges the recorder received.', type: 'counter', value: s.captured },
-      { name: `${p}records_published_total`, help: 'Records published to the bus straight from memory.', type: 'counter', value: s.published },
+      { name: `${p}records_published_total`, help: 'Records published to the bus from memory (directly, or a failed window retried before the spool).', type: 'counter', value: s.published },
       { name: `${p}records_spooled_total`, help: 'Records appended to the disk spool (bus down or memory over budget).', type: 'counter', value: s.spooled },
-      { name: `${p}records_replayed_total`, help: 'Records published from the spool (or a held window) after the bus returned.', type: 'counter', value: s.replayed },
+      { name: `${p}records_replayed_total`, help: 'Records published from the disk spool after the bus returned.', type: 'counter', value: s.replayed },
     ];
     const reasons = Object.entries(s.dropped);
     if (reasons.length === 0) reasons.push(['none', 0]);
@@ -372,7 +372,8 @@ export class RecordPublisher implements Recorder {
       }
       this.head.shift();
       this.memoryBytes -= p.serialized.byteLength;
-      if (o.kind === 'ok') this.counters.replayed++;
+      // Never spooled: counted as published, so that `replayed` counts exactly the spool's records.
+      if (o.kind === 'ok') this.counters.published++;
       else this.drop('bus_refused', new Error(o.reason), p.id);
     }
     if (!failed && !this.closing && !this.head.length) {

@@ -271,6 +271,9 @@ test('memory over budget, then the window in flight fails: its records go before
   await feed(p, 4);
   await p.idle();
   assertInOrder(sb.published, 24);
+  const s = p.stats;
+  assert.equal(s.replayed, s.spooled, 'replayed counts the spool\'s records only');
+  assert.equal(s.published, 24 - s.spooled, 'the held window (sent again from memory) and the direct ones count as published');
   await p.close();
 });
 

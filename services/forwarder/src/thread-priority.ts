@@ -63,11 +63,12 @@ export const OLD_SPACE_FLOOR_MB = 64;
  * in MB; V8's default is 16. Recording allocates a few hundred KB per record, and with 16 MB
  * semi-spaces it ran through ~30 MB of fresh memory a second. With 4 MB the recording
  * forwarder's added latency was 3.7 and 4.8 % lower in two pipeline-bench runs (each against
- * a 16 MB one in the same run; the same slot with nothing changed measured +3.0 %), and the
- * main thread's CPU was unchanged (docs/benchmarks.md). Scavenges come more often but stay
- * as cheap: what survives them (records in flight) is the same.
+ * a 16 MB one in the same run; the same slot with nothing changed measured +3.0 %), and
+ * with 2 MB 4.6 and 3.7 % lower again (each against 4 MB); the main thread's CPU was the
+ * same in all four (docs/benchmarks.md). Scavenges come more often but stay as cheap: what
+ * survives them (records in flight) is the same.
  */
-export const RECORDING_SEMI_SPACE_MB = 4;
+export const RECORDING_SEMI_SPACE_MB = 2;
 
 /**
  * The relay isolates' young generation, in MB: V8's default. A relay thread's garbage is
@@ -75,8 +76,11 @@ export const RECORDING_SEMI_SPACE_MB = 4;
  */
 export const RELAY_SEMI_SPACE_MB = 16;
 
+const semiSpaceFlag = (mb: number) => `--max-semi-space-size=${mb}`;
+const RECORDING_SEMI_SPACE_FLAG = semiSpaceFlag(RECORDING_SEMI_SPACE_MB);
+
 /** Node flags the forwarder process should run with (the `glitch` command's shebang passes them). */
-export const FORWARDER_NODE_FLAGS: readonly string[] = ['--single-threaded-gc', `--initial-old-space-size=${OLD_SPACE_FLOOR_MB}`, `--max-semi-space-size=${RECORDING_SEMI_SPACE_MB}`];
+export const FORWARDER_NODE_FLAGS: readonly string[] = ['--single-threaded-gc', `--initial-old-space-size=${OLD_SPACE_FLOOR_MB}`, RECORDING_SEMI_SPACE_FLAG];
 
 /**
  * The V8 flag to set before relay workers start, or null: when node was started with the
@@ -87,7 +91,7 @@ export const FORWARDER_NODE_FLAGS: readonly string[] = ['--single-threaded-gc', 
  * running in the main thread (no recorder, one thread) keeps the small one.
  */
 export function relayIsolateFlag(execArgv: readonly string[]): string | null {
-  return execArgv.includes(`--max-semi-space-size=${RECORDING_SEMI_SPACE_MB}`) ? `--max-semi-space-size=${RELAY_SEMI_SPACE_MB}` : null;
+  return execArgv.includes(RECORDING_SEMI_SPACE_FLAG) ? semiSpaceFlag(RELAY_SEMI_SPACE_MB) : null;
 }
 
 /** Sets relayIsolateFlag's flag, if any, for the relay isolates created from now on; returns it. */
