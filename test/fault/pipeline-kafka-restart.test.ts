@@ -108,7 +108,7 @@ test('Kafka down mid-load and back: every record lands once, in order per sessio
     for (const s of sessions) assert.equal(new Set(rows.filter((r) => r.session_id === s).map((r) => r.kafka_partition)).size, 1, 'a session stays on one partition');
 
     const p = sensor.publisher.stats;
-    t.diagnostic(`${N} exchanges: ${p.published} published directly, ${p.spooled} went through the spool (${p.replayed} replayed); spooling episodes ${JSON.stringify(p.spoolingEpisodes)}; ingest retried ${ingest.stats().bus.retried} batches`);
+    t.diagnostic(`${N} exchanges: ${p.published} published from memory, ${p.spooled} went through the spool (${p.replayed} replayed); spooling episodes ${JSON.stringify(p.spoolingEpisodes)}; ingest retried ${ingest.stats().bus.retried} batches`);
     console.log(`[pipeline-kafka-restart] ${p.spooled} of ${N} records went through the spool`);
     assert.ok(p.spooled >= 150);
     assert.equal(p.replayed, p.spooled, `every spooled record was replayed: ${JSON.stringify(p)}`);

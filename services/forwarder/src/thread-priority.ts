@@ -94,11 +94,10 @@ export function relayIsolateFlag(execArgv: readonly string[]): string | null {
   return execArgv.includes(RECORDING_SEMI_SPACE_FLAG) ? semiSpaceFlag(RELAY_SEMI_SPACE_MB) : null;
 }
 
-/** Sets relayIsolateFlag's flag, if any, for the relay isolates created from now on; returns it. */
-export function sizeRelayIsolates(execArgv: readonly string[]): string | null {
+/** Sets relayIsolateFlag's flag, if any, for the relay isolates created from now on. */
+export function sizeRelayIsolates(execArgv: readonly string[]): void {
   const flag = relayIsolateFlag(execArgv);
   if (flag !== null) setFlagsFromString(flag);
-  return flag;
 }
 
 /** Which of FORWARDER_NODE_FLAGS `execArgv` lacks (a flag given with another value counts as present). */
