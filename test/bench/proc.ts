@@ -126,3 +126,27 @@ export function runSeconds(pid: number): number {
     return 0;
   }
 }
+
+/**
+ * A process's resident memory, MiB: all of it, the anonymous part, and glibc's main malloc
+ * arena (the `[heap]` mapping: Buffers and native allocations of the main thread). glibc
+ * gives the arena back only from its top, so what a backlog once filled stays resident
+ * (docs/benchmarks.md). Zeros once the process is gone.
+ */
+export interface ProcessMemory {
+  rssMiB: number;
+  anonMiB: number;
+  mallocArenaMiB: number;
+}
+
+export function processMemory(pid: number): ProcessMemory {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
+    const smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+    const heap = /\[heap\]\n(?:.*\n)*?Rss:\s*(\d+) kB/.exec(smaps);
+    return { rssMiB: kb('VmRSS') / 1024, anonMiB: kb('RssAnon') / 1024, mallocArenaMiB: Number(heap?.[1] ?? 0) / 1024 };
+  } catch {
+    return { rssMiB: 0, anonMiB: 0, mallocArenaMiB: 0 };
+  }
+}

@@ -56,7 +56,7 @@ import { reply, startMockUpstream } from '../../support/mock-upstream.js';
 import { pipelineTopics, messageBody, waitFor } from '../../support/pipeline.js';
 import { startIngestChild } from '../../support/pipeline-ingest.js';
 import { startSensorChild, type SensorChild, type SensorChildConfig } from '../../support/pipeline-sensor.js';
-import { addInterrupts, addThreadCounters, cpuSeconds, interruptCounts, memoryMonitorThreads, noThreadCounters, runSeconds, threadCounters, threadCountersPer, type InterruptCounts, type ThreadCounters } from '../proc.js';
+import { addInterrupts, addThreadCounters, cpuSeconds, interruptCounts, memoryMonitorThreads, noThreadCounters, processMemory, runSeconds, threadCounters, threadCountersPer, type InterruptCounts, type ProcessMemory, type ThreadCounters } from '../proc.js';
 import { threadCpuList } from '../../support/threads.js';
 import { startBenchUpstream } from '../upstream-process.js';
 import { formatCpuList, parseCpuList } from '@glitch/config';
@@ -168,14 +168,15 @@ const VARIANT: { nodeFlags: string[]; env: Record<string, string>; config: Parti
     console.error(`--variant-config must be a JSON object of sensor options, e.g. '{"recordingPriority":"normal"}' (got ${configJson})`);
     process.exit(2);
   }
-  const envPairs = (env ?? '').split(',').filter((kv) => kv !== '').map((kv) => kv.split('=') as [string, string]);
+  // Split at the first '=': a value may hold more (GLIBC_TUNABLES=glibc.malloc.x=1).
+  const envPairs = (env ?? '').split(',').filter((kv) => kv !== '').map((kv) => (kv.includes('=') ? [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] : [kv]));
   if (envPairs.some((kv) => kv.length !== 2 || kv[0] === '')) {
     console.error(`--variant-env must be K=V,K2=V2 (got ${env})`);
     process.exit(2);
   }
   return {
     nodeFlags: (flags ?? '').split(' ').filter((f) => f !== ''),
-    env: Object.fromEntries(envPairs),
+    env: Object.fromEntries(envPairs) as Record<string, string>,
     config,
     pin: cpuPair('variant-pin'),
     describe: [flags && `flags ${flags}`, env && `env ${env}`, configJson && `config ${configJson}`, pin && `pinned relay/other ${pin}`].filter(Boolean).join(', '),
@@ -434,6 +435,8 @@ interface LatencyReport {
   cpuPerRequestUs: { sensorOff: number; sensorOn: number; broker: number; sensorOffRelay: number; sensorOnThreads: ThreadCpu; sensorVariantThreads?: ThreadCpu };
   /** Per measured request, over the same span: the forwarders' relay threads' minor page faults and context switches (voluntary: it waited for work; involuntary: preempted). */
   relayCountersPerRequest: Partial<Record<Recording | 'off', ThreadCounters>>;
+  /** Each forwarder's resident memory at the end of each epoch's blocks, the median over epochs. */
+  memoryAtEpochEnd: Partial<Record<Recording | 'off', ProcessMemory>>;
   /**
    * CPU per request of the processes every target shares, during each target's blocks: the
    * load generator (this process) and the upstream (null in-process). Work that only gets
@@ -566,6 +569,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     into.other += a.other - b.other;
   };
   const relayCounters = { off: noThreadCounters(), on: noThreadCounters(), variant: noThreadCounters() };
+  const memory: Record<Recording | 'off', ProcessMemory[]> = { off: [], on: [], variant: [] };
   let errors = 0;
   let warmupErrors = 0;
   const recorded = { captured: 0, published: 0, spooled: 0, dropped: {} as Record<string, number> };
@@ -700,6 +704,7 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
         const end = reading(t);
         add(cpu[t], end.cpu, start.get(t)!.cpu);
         addThreadCounters(relayCounters[t], end.relay, start.get(t)!.relay);
+        memory[t].push(processMemory(sensorOf(t).pid));
       }
       cpu.broker += cpuSeconds(s.mock.pid) - broker0;
       const st = await sensorOf('on').stats();
@@ -783,6 +788,12 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     relayCountersPerRequest: Object.fromEntries(
       (['off', 'on', ...(VARIANT ? (['variant'] as const) : [])] as const).map((t) => [t, threadCountersPer(relayCounters[t], measuredRequests)]),
     ),
+    memoryAtEpochEnd: Object.fromEntries(
+      (['off', 'on', ...(VARIANT ? (['variant'] as const) : [])] as const).map((t) => {
+        const m = memory[t];
+        return [t, { rssMiB: median(m.map((x) => x.rssMiB)), anonMiB: median(m.map((x) => x.anonMiB)), mallocArenaMiB: median(m.map((x) => x.mallocArenaMiB)) }];
+      }),
+    ),
     placement,
     sharedCpuPerRequestUs: Object.fromEntries(
       targets.map((t) => {
@@ -814,6 +825,8 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
   console.log(`CPU per measured request (µs, until recording caught up): forwarder recording off ${cpuPerRequestUs.sensorOff.toFixed(0)} (relay thread ${cpuPerRequestUs.sensorOffRelay.toFixed(0)}), recording on ${cpuPerRequestUs.sensorOn.toFixed(0)} (${threads(cpuPerRequestUs.sensorOnThreads)})${cpuPerRequestUs.sensorVariantThreads ? `, variant (${threads(cpuPerRequestUs.sensorVariantThreads)})` : ''}, Kafka broker ${cpuPerRequestUs.broker.toFixed(0)}`);
   const counted = Object.entries(report.relayCountersPerRequest).map(([t, c]) => `${t} ${c.minorFaults.toFixed(2)} minor + ${c.majorFaults.toFixed(4)} major faults, ${c.voluntarySwitches.toFixed(2)} voluntary + ${c.involuntarySwitches.toFixed(2)} involuntary switches`);
   console.log(`relay threads per measured request (same span): ${counted.join('; ')}`);
+  const resident = Object.entries(report.memoryAtEpochEnd).map(([t, m]) => `${t} ${m.rssMiB.toFixed(0)} (anonymous ${m.anonMiB.toFixed(0)}, malloc arena ${m.mallocArenaMiB.toFixed(0)})`);
+  console.log(`forwarders' resident memory at the end of an epoch's blocks (MiB, median over epochs): ${resident.join('; ')}`);
   if (placement !== null) {
     const pl = placement;
     console.log(`placement (CPU lists): recording forwarder relay ${pl.on.relay}, its other threads ${pl.on.other}; recording-off forwarder ${pl.off === null ? 'unpinned' : `relay ${pl.off.relay}, other threads ${pl.off.other}`}; Kafka broker ${pl.broker ?? 'unpinned'}; load generator and upstream ${pl.shared ?? 'unpinned'}`);
