@@ -8,6 +8,11 @@ function statFields(stat: string): string[] {
   return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
 }
 
+/** A number field of a /proc/…/status file (`Name:   123`, or `Name:   123 kB`); 0 when absent. */
+function statusNumber(status: string, name: string): number {
+  return Number(new RegExp(`^${name}:\\s*(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+}
+
 /** CPU seconds (user + system) a process, or one thread of it, has used so far; 0 once it is gone. */
 export function cpuSeconds(pid: number, tid?: number): number {
   try {
@@ -51,13 +56,12 @@ export function threadCounters(pid: number, tid: number): ThreadCounters {
   try {
     const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
     const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-    const field = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+)`, 'm').exec(status)?.[1] ?? 0);
     const f = statFields(stat);
     return {
       minorFaults: Number(f[7]),
       majorFaults: Number(f[9]),
-      voluntarySwitches: field('voluntary_ctxt_switches'),
-      involuntarySwitches: field('nonvoluntary_ctxt_switches'),
+      voluntarySwitches: statusNumber(status, 'voluntary_ctxt_switches'),
+      involuntarySwitches: statusNumber(status, 'nonvoluntary_ctxt_switches'),
     };
   } catch {
     return noThreadCounters();
@@ -142,10 +146,9 @@ export interface ProcessMemory {
 export function processMemory(pid: number): ProcessMemory {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
     const smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
     const heap = /\[heap\]\n(?:.*\n)*?Rss:\s*(\d+) kB/.exec(smaps);
-    return { rssMiB: kb('VmRSS') / 1024, anonMiB: kb('RssAnon') / 1024, mallocArenaMiB: Number(heap?.[1] ?? 0) / 1024 };
+    return { rssMiB: statusNumber(status, 'VmRSS') / 1024, anonMiB: statusNumber(status, 'RssAnon') / 1024, mallocArenaMiB: Number(heap?.[1] ?? 0) / 1024 };
   } catch {
     return { rssMiB: 0, anonMiB: 0, mallocArenaMiB: 0 };
   }
