@@ -169,7 +169,10 @@ const VARIANT: { nodeFlags: string[]; env: Record<string, string>; config: Parti
     process.exit(2);
   }
   // Split at the first '=': a value may hold more (GLIBC_TUNABLES=glibc.malloc.x=1).
-  const envPairs = (env ?? '').split(',').filter((kv) => kv !== '').map((kv) => (kv.includes('=') ? [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] : [kv]));
+  const envPairs = (env ?? '').split(',').filter((kv) => kv !== '').map((kv) => {
+    const at = kv.indexOf('=');
+    return at < 0 ? [kv] : [kv.slice(0, at), kv.slice(at + 1)];
+  });
   if (envPairs.some((kv) => kv.length !== 2 || kv[0] === '')) {
     console.error(`--variant-env must be K=V,K2=V2 (got ${env})`);
     process.exit(2);
@@ -718,6 +721,8 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     }
   }
   const measuredRequests = BLOCKS * BLOCK_REQUESTS;
+  /** The forwarders this run started, in a fixed order for the report. */
+  const forwarderSlots = ['off', 'on', ...(VARIANT ? (['variant'] as const) : [])] as const;
   const perRequest = (sec: number) => (sec * 1e6) / measuredRequests;
   const perRequestThreads = (c: ThreadCpu): ThreadCpu => ({ relay: perRequest(c.relay), main: perRequest(c.main), other: perRequest(c.other) });
   const total = (c: ThreadCpu) => c.relay + c.main + c.other;
@@ -786,10 +791,10 @@ async function latencyPhase(s: Setup): Promise<LatencyReport> {
     backlogAtBlockEnd: { median: median(backlog), max: Math.max(...backlog) },
     cpuPerRequestUs,
     relayCountersPerRequest: Object.fromEntries(
-      (['off', 'on', ...(VARIANT ? (['variant'] as const) : [])] as const).map((t) => [t, threadCountersPer(relayCounters[t], measuredRequests)]),
+      forwarderSlots.map((t) => [t, threadCountersPer(relayCounters[t], measuredRequests)]),
     ),
     memoryAtEpochEnd: Object.fromEntries(
-      (['off', 'on', ...(VARIANT ? (['variant'] as const) : [])] as const).map((t) => {
+      forwarderSlots.map((t) => {
         const m = memory[t];
         return [t, { rssMiB: median(m.map((x) => x.rssMiB)), anonMiB: median(m.map((x) => x.anonMiB)), mallocArenaMiB: median(m.map((x) => x.mallocArenaMiB)) }];
       }),
