@@ -29,6 +29,8 @@ export interface SensorChildConfig {
   relayInMainThread?: boolean;
   /** See SensorOptions.recordingCpus (the services default to `auto`). */
   recordingCpus?: RecordingCpus;
+  /** See SensorOptions.captureHandoffDelayMs. */
+  captureHandoffDelayMs?: number;
   /** Flags of the forwarder's usual node flags (FORWARDER_NODE_FLAGS) to leave out, by name (to test the warnings). */
   withoutNodeFlags?: string[];
 }

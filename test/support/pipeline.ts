@@ -66,6 +66,8 @@ export interface SensorOptions {
   relayInMainThread?: boolean;
   /** startForwarder's recordingCpus (default `off`: a test process's threads stay where they are). */
   recordingCpus?: RecordingCpus;
+  /** startForwarder's captureHandoffDelayMs (default the forwarder's). */
+  captureHandoffDelayMs?: number;
 }
 
 export interface Sensor {
@@ -99,6 +101,7 @@ export async function startSensor(o: SensorOptions): Promise<Sensor> {
       ...(o.recordingPriority !== undefined ? { recordingPriority: o.recordingPriority } : {}),
       ...(o.relayInMainThread !== undefined ? { relayInMainThread: o.relayInMainThread } : {}),
       ...(o.recordingCpus !== undefined ? { recordingCpus: o.recordingCpus } : {}),
+      ...(o.captureHandoffDelayMs !== undefined ? { captureHandoffDelayMs: o.captureHandoffDelayMs } : {}),
     });
   } catch (e) {
     await publisher.close();

@@ -718,6 +718,11 @@ export class Exchange implements UpstreamHandler {
     };
   }
 
+  /** Body bytes its capture will carry (what the hand-off copies, give or take the headers). */
+  get captureBytes(): number {
+    return this.bodyLen + this.respBytes;
+  }
+
   /** After the capture was copied: the body buffers go back to the thread's pool. */
   releaseCaptureBuffers(): void {
     if (this.body !== null && this.ctx.upstream.bodyDoneAtSettle) returnBody(this.body);

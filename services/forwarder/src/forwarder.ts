@@ -9,7 +9,7 @@ import { DEFAULT_RECORDING_LIMITS, RecordingQueue, type RecordingLimits } from '
 import { startInProcess, startWorkerGroup, type RelayGroup } from './relay-group.js';
 import { logTo, noLog } from './relay-log.js';
 import type { RefusalCode } from './relay-context.js';
-import type { RelayThreadOptions } from './relay.js';
+import { captureHandoffDelay, type RelayThreadOptions } from './relay.js';
 import { formatCpuList, type RecordingCpus } from '@glitch/config';
 import { allowedCpus, applyCpuPlan, pinRelayThread, planCpus } from './cpu-affinity.js';
 import { gcHelpersShared, lacksOldSpaceFloor, lowerThreadsExcept, OLD_SPACE_FLOOR_MB, type LoweredThreads, type RecordingPriority } from './thread-priority.js';
@@ -88,6 +88,12 @@ export interface ForwarderOptions {
   /** Response body bytes kept per capture (the rest is relayed, counted, flagged truncated). Default 32 MiB. */
   responseCaptureLimitBytes?: number;
   /**
+   * Relay threads hand finished exchanges' captures to recording this many ms after the
+   * first of them finished, together, instead of each right after its response (default
+   * 1; 0 hands each over at once). See RelayThread.captured.
+   */
+  captureHandoffDelayMs?: number;
+  /**
    * Scheduling priority of the recording side when relay threads are worker threads (see
    * thread-priority.ts): `idle` lowers every thread but the relay threads to SCHED_IDLE, so
    * recording only uses CPU the relay leaves free; `normal` (default here; the services'
@@ -158,6 +164,7 @@ interface Resolved {
   upstreamConnections: number;
   upstreamKeepAliveMs: number;
   upstreamQueueTimeoutMs: number;
+  captureHandoffDelayMs: number;
 }
 
 function positiveInt(name: string, value: number | undefined, fallback: number): number {
@@ -193,6 +200,7 @@ function resolveOptions(o: ForwarderOptions): Resolved {
     upstreamConnections: positiveInt('upstreamConnections', o.upstreamConnections, 8192),
     upstreamKeepAliveMs: positiveInt('upstreamKeepAliveMs', o.upstreamKeepAliveMs, 4_000),
     upstreamQueueTimeoutMs: positiveInt('upstreamQueueTimeoutMs', o.upstreamQueueTimeoutMs, 2_000),
+    captureHandoffDelayMs: captureHandoffDelay(o.captureHandoffDelayMs),
   };
 }
 
@@ -222,6 +230,7 @@ export async function startForwarder(opts: ForwarderOptions): Promise<RunningFor
     refusal: refusal(),
     upstreamKeepAliveMs: o.upstreamKeepAliveMs,
     ...(opts.responseCaptureLimitBytes !== undefined ? { responseCaptureLimitBytes: opts.responseCaptureLimitBytes } : {}),
+    captureHandoffDelayMs: o.captureHandoffDelayMs,
     upstreamQueueTimeoutMs: o.upstreamQueueTimeoutMs,
     ...(opts.upstreamCa !== undefined ? { upstreamCa: opts.upstreamCa } : {}),
     host: o.host,

@@ -34,7 +34,7 @@ export interface RelayContext {
   /** Admission: while set, new authenticated requests are refused (503) with this code. */
   readonly refusal: RefusalCode | null;
   readonly log: RelayLog;
-  /** A recorded exchange finished: hand its capture over (at once; its buffers are released after). */
+  /** A recorded exchange finished: hand its capture over (soon, with others; its buffers are released after). */
   captured(ex: Exchange): void;
   /** Any exchange finished (shutdown waits on this). */
   exchangeDone(): void;
