@@ -8,32 +8,11 @@ import { after, before, describe, it } from 'node:test';
 import type { CaptureParts } from '../src/capture-batch.js';
 import { startForwarder } from '../src/index.js';
 import type { StaticKey } from '../src/keys.js';
-import { RelayThread, type RelayThreadOptions } from '../src/relay.js';
-import { eventually, send, startUpstream, type TestUpstream } from './helpers.js';
+import { RelayThread } from '../src/relay.js';
+import { eventually, relayThreadOptions, send, startUpstream, type TestUpstream } from './helpers.js';
 
 const KEY: StaticKey = { id: 'key-1', tenantId: 'tenant-a', secret: 'glitch_sk_test_handoff_0123456789' };
 const GLITCH = { 'x-glitch-key': KEY.secret! };
-
-function relayOptions(upstreamUrl: string, captureHandoffDelayMs: number): RelayThreadOptions {
-  return {
-    refusal: null,
-    upstreamKeepAliveMs: 4_000,
-    upstreamQueueTimeoutMs: 2_000,
-    host: '127.0.0.1',
-    port: 0,
-    exclusivePort: true,
-    upstreamUrl,
-    upstreamConnections: 16,
-    keys: [KEY],
-    recording: true,
-    upstreamClient: 'native',
-    bodyLimitBytes: 1024 * 1024,
-    headerLimitBytes: 64 * 1024,
-    firstByteTimeoutMs: 5_000,
-    idleTimeoutMs: 5_000,
-    captureHandoffDelayMs,
-  };
-}
 
 interface Relay {
   relay: RelayThread;
@@ -47,7 +26,7 @@ async function startRelay(upstreamUrl: string, delayMs: number): Promise<Relay> 
   const batches: string[][] = [];
   // The parts' buffers are the relay's until this returns: read them here.
   const captures = (parts: readonly CaptureParts[]) => batches.push(parts.map((p) => Buffer.from(p.requestBody.subarray(0, 16)).toString('latin1')));
-  const relay = new RelayThread(relayOptions(upstreamUrl, delayMs), { captures, log: () => {} });
+  const relay = new RelayThread(relayThreadOptions(upstreamUrl, KEY, { captureHandoffDelayMs: delayMs }), { captures, log: () => {} });
   const url = `http://127.0.0.1:${await relay.listen()}/v1/messages`;
   return {
     relay,

@@ -14,7 +14,7 @@ import { RecordingQueue } from '../src/recording.js';
 import { startInProcess, startWorkerGroup, type RelayGroup } from '../src/relay-group.js';
 import type { LogLevel, RelayLog } from '../src/relay-log.js';
 import { RelayThread, type RelayThreadOptions } from '../src/relay.js';
-import { eventually, send, sseEvent, startUpstream, type TestUpstream } from './helpers.js';
+import { eventually, relayThreadOptions, send, sseEvent, startUpstream, type TestUpstream } from './helpers.js';
 
 const KEY: StaticKey = { id: 'key-1', tenantId: 'tenant-a', secret: 'glitch_sk_test_0123456789abcdef' };
 const GLITCH = { 'x-glitch-key': KEY.secret! };
@@ -22,24 +22,7 @@ const LIMIT = 64 * 1024;
 const MIB = 1024 * 1024;
 
 function relayOptions(upstreamUrl: string, extra: Partial<RelayThreadOptions> = {}): RelayThreadOptions {
-  return {
-    refusal: null,
-    upstreamKeepAliveMs: 4_000,
-    upstreamQueueTimeoutMs: 2_000,
-    host: '127.0.0.1',
-    port: 0,
-    exclusivePort: true,
-    upstreamUrl,
-    upstreamConnections: 16,
-    keys: [KEY],
-    recording: true,
-    upstreamClient: 'native',
-    bodyLimitBytes: MIB,
-    headerLimitBytes: 64 * 1024,
-    firstByteTimeoutMs: 5_000,
-    idleTimeoutMs: 5_000,
-    ...extra,
-  };
+  return relayThreadOptions(upstreamUrl, KEY, extra);
 }
 
 /** An upstream response body written in pieces of `piece` bytes (so chunks cross the limit anywhere). */

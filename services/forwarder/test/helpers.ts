@@ -1,6 +1,8 @@
 // A tiny node:http upstream and a raw HTTP client for the forwarder's own socket tests.
 import { request as httpRequest, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { StaticKey } from '../src/keys.js';
+import type { RelayThreadOptions } from '../src/relay.js';
 
 export interface SeenRequest {
   method: string;
@@ -146,5 +148,27 @@ export function rawCapture(i: number, bodyBytes: number): import('../src/capture
     timings: { receivedAt: Date.now(), dispatchedMs: 0, upstreamFirstByteMs: 1, doneMs: 2, addedOverheadMs: 0.1 },
     clientAborted: false,
     error: null,
+  };
+}
+
+/** Options for a RelayThread started directly by a test: recording on, loopback, 1 MiB bodies, 5 s timeouts. */
+export function relayThreadOptions(upstreamUrl: string, key: StaticKey, extra: Partial<RelayThreadOptions> = {}): RelayThreadOptions {
+  return {
+    refusal: null,
+    upstreamKeepAliveMs: 4_000,
+    upstreamQueueTimeoutMs: 2_000,
+    host: '127.0.0.1',
+    port: 0,
+    exclusivePort: true,
+    upstreamUrl,
+    upstreamConnections: 16,
+    keys: [key],
+    recording: true,
+    upstreamClient: 'native',
+    bodyLimitBytes: 1024 * 1024,
+    headerLimitBytes: 64 * 1024,
+    firstByteTimeoutMs: 5_000,
+    idleTimeoutMs: 5_000,
+    ...extra,
   };
 }
