@@ -203,7 +203,7 @@ export class RelayThread implements RelayContext {
   /**
    * A recorded exchange finished. Its capture waits up to `captureHandoffDelayMs` and is
    * handed over with the others that finished meanwhile. The hand-off (the capture's bytes
-   * copied into the ring) costs this thread 10–20 µs when done alone on cold caches, and
+   * copied into the ring) costs this thread ~10 µs warm, 20–25 µs alone on cold caches, and
    * done here it would come right after the response's last write: whoever that write
    * woke on this thread's CPU (a client on the same host, like Claude Code beside `npm
    * start`'s sensor, or the bench's load generator) would wait for it. Deferred, the
